@@ -1,0 +1,20 @@
+"""Import MXNet once, with an error a user can act on.
+
+``mxnet`` is an extra, not a requirement (see setup.py), so a bare
+``pip install gluon_face`` leaves it out; and mxnet 1.9.1 fails to import
+under numpy >= 1.24.  Both cases end in one line that says what to do.
+"""
+
+_HINT = ("install one of the extras: pip install 'gluon_face[cpu]' (mxnet==1.9.1) "
+         "or pip install 'gluon_face[cu112]' (mxnet-cu112==1.9.1)")
+
+try:
+    import mxnet as mx  # noqa: F401
+except ImportError:
+    raise ImportError("gluon_face needs MXNet 1.9.1, which is not installed: " + _HINT) from None
+except AttributeError as err:  # np.bool and friends, removed in numpy 1.24
+    import numpy
+
+    raise ImportError(
+        "MXNet 1.9.1 cannot import with numpy %s (%s): pip install 'numpy<1.24'"
+        % (numpy.__version__, err)) from None

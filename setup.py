@@ -1,0 +1,58 @@
+"""Packaging for gluon_face.
+
+MXNet is deliberately *not* in ``install_requires``: the CPU wheel (``mxnet``)
+and the CUDA wheel (``mxnet-cu112``) are different distributions of the same
+module, and requiring one would drag it in beside the other.  Pick an extra:
+
+    pip install -e ".[cpu]"      # mxnet==1.9.1, CPU
+    pip install -e ".[cu112]"    # mxnet-cu112==1.9.1, CUDA 11.2 (sm_50..sm_86)
+"""
+from setuptools import find_packages, setup
+
+install_requires = [
+    # mxnet 1.9.1 uses np.bool, removed in numpy 1.24.
+    "numpy>=1.17,<1.24",
+    # LR schedulers (warm-up + step/cosine/poly) and split_and_load helpers.
+    "gluoncv==0.10.5.post0",
+    # gluoncv pulls opencv-python unpinned; 4.12+ needs numpy>=2.
+    "opencv-python<4.12",
+    # Image decode/encode for the recordio writer and reader.
+    "Pillow",
+    # KFold and ROC for verification; the digits images of the demo set.
+    "scikit-learn",
+    # Loss/accuracy/ROC curves, embedding scatter plots, sample grids.
+    "matplotlib",
+    # Progress bars in the tools.
+    "tqdm",
+    # Training presets and the saved resolved config.
+    "pyyaml",
+]
+
+extras_require = {
+    "cpu": ["mxnet==1.9.1"],
+    "cu112": ["mxnet-cu112==1.9.1"],
+    # The d2l chapters: `from d2l import mxnet as d2l`, executed in a kernel.
+    "book": ["d2l==1.0.3", "nbclient", "ipykernel"],
+}
+extras_require["test"] = ["pytest", "ruff"] + extras_require["book"]
+
+setup(
+    name="gluon_face",
+    version="0.1.0",
+    description="Face recognition with MXNet Gluon: FaceResNet, ArcFace/CosFace/SphereFace "
+    "heads, insightface-format data, and the d2l Face Analysis chapter",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["gluon_face", "gluon_face.*"]),
+    package_data={"gluon_face": ["configs/*.yaml"]},
+    python_requires=">=3.8,<3.12",
+    install_requires=install_requires,
+    extras_require=extras_require,
+    classifiers=[
+        "Programming Language :: Python :: 3.8",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "License :: OSI Approved :: Apache Software License",
+    ],
+)
