@@ -1,0 +1,57 @@
+"""Small pieces shared by the heads: argument checks and row normalisation."""
+import math
+import numbers
+
+#: Added under the square root when rows are normalised, so that an all-zero
+#: row maps to zero (cosine 0) instead of NaN, with a finite gradient.
+NORM_EPS = 1e-12
+
+
+def l2_normalize(F, x):
+    """Rows of ``x`` divided by their L2 norm: ``x / sqrt(sum(x**2, axis=1) + NORM_EPS)``.
+
+    Numpy-mode MXNet has no ``npx.l2_normalization``, so this is written out.
+
+    Parameters
+    ----------
+    F : module
+        ``mxnet.ndarray`` or ``mxnet.symbol`` (the ``F`` of ``hybrid_forward``).
+    x : array, shape (N, D)
+
+    Returns
+    -------
+    array, shape (N, D)
+    """
+    return x / F.np.sqrt(F.np.sum(x * x, axis=1, keepdims=True) + NORM_EPS)
+
+
+def check_positive_int(name, value):
+    """``value`` as an ``int`` if it is a positive integer, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_real(name, value, low=None, high=None, low_open=False, high_open=False):
+    """``value`` as a ``float`` if finite and inside the given bounds, else ``ValueError``.
+
+    ``low_open``/``high_open`` make the bound strict.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    value = float(value)
+    if low is not None and (value < low or (low_open and value == low)):
+        op = ">" if low_open else ">="
+        raise ValueError(f"{name} must be {op} {low:g}, got {value:g}")
+    if high is not None and (value > high or (high_open and value == high)):
+        op = "<" if high_open else "<="
+        raise ValueError(f"{name} must be {op} {high:g}, got {value:g}")
+    return value
+
+
+def check_bool(name, value):
+    """``value`` if it is a ``bool``, else ``ValueError`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
