@@ -1,0 +1,47 @@
+"""insightface-format face data: record files, verification pairs, alignment, demo set.
+
+* :class:`FaceRecordDataset` reads ``train.rec`` (insightface layout or plain
+  im2rec) as a Gluon ``Dataset`` of ``(HWC uint8 RGB, int label)``;
+  :func:`write_face_rec` / :func:`pack_folder` write the insightface layout.
+* :class:`FaceTransform` is the picklable training/eval transform
+  (flip, ``(x - 127.5) / 128``, HWC -> CHW float32).
+* :func:`load_bin` / :func:`write_bin` / :func:`make_bin` handle ``.bin``
+  verification pair sets.
+* :func:`align_face` warps a face onto the 5-point ArcFace template.
+* :func:`demo_data_dir` builds (once) and returns the built-in digits demo set.
+"""
+from .align import ARCFACE_TEMPLATE, align_face, arcface_template, estimate_similarity
+from .demo import demo_data_dir
+from .inspection import format_summary, sample_grid, summarize_rec
+from .recordio import (
+    FaceRecordDataset,
+    FaceRecordWriter,
+    IndexedRecordReader,
+    RecordFormatError,
+    list_identity_folder,
+    pack_folder,
+    read_property,
+    write_face_rec,
+)
+from .transforms import (
+    CenterCrop,
+    Compose,
+    FaceTransform,
+    Normalize,
+    RandomCrop,
+    RandomFlipLeftRight,
+    Resize,
+    normalize_image,
+)
+from .verification import PairsFormatError, load_bin, make_bin, read_pairs, write_bin
+
+__all__ = [
+    "FaceRecordDataset", "FaceRecordWriter", "IndexedRecordReader", "RecordFormatError",
+    "write_face_rec", "pack_folder", "list_identity_folder", "read_property",
+    "FaceTransform", "Compose", "RandomFlipLeftRight", "Resize", "CenterCrop", "RandomCrop",
+    "Normalize", "normalize_image",
+    "load_bin", "write_bin", "make_bin", "read_pairs", "PairsFormatError",
+    "align_face", "ARCFACE_TEMPLATE", "arcface_template", "estimate_similarity",
+    "demo_data_dir",
+    "summarize_rec", "format_summary", "sample_grid",
+]

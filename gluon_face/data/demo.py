@@ -1,0 +1,241 @@
+"""The built-in demo set: scikit-learn's handwritten digits in insightface layout.
+
+Training needs no download: scikit-learn ships 1,797 real 8x8 grey images of
+the digits 0-9 (``sklearn.datasets.load_digits``, the UCI optical-digits test
+set, about 180 per digit).  Each digit plays the part of one identity:
+
+* ``train.rec`` / ``train.idx`` / ``property`` — digits 0-6 minus a held-out
+  share of each digit, upscaled to 32x32 RGB (``property`` = ``7,32,32``);
+* ``open_set.bin`` — verification pairs of digits 7, 8 and 9, which training
+  never sees: the face-verification situation (new people at test time);
+* ``closed_set.bin`` — pairs of the held-out images of digits 0-6: same
+  classes as training, unseen images.
+
+Both ``.bin`` sets hold :data:`NUM_PAIRS` pairs, half same-class, ordered so
+that each of the 10 contiguous folds of the verification protocol is balanced.
+Everything is deterministic (fixed seed): two builds give identical files.
+
+The set is built on first use into a cache folder, in a temporary sibling
+folder renamed into place when complete, with a ``stamp.json`` listing every
+file's size and SHA-256; a folder whose files do not match it is rebuilt.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from ._image import encode_image
+from .recordio import write_face_rec
+from .verification import write_bin
+
+__all__ = ["demo_data_dir", "demo_cache_root", "build_demo_data", "verify_demo_data",
+           "DEMO_VERSION", "TRAIN_DIGITS", "OPEN_SET_DIGITS", "HOLDOUT_PER_CLASS",
+           "NUM_PAIRS", "DEMO_IMAGE_SIZE"]
+
+DEMO_VERSION = "demo-v1"
+"""Name of the cache sub-folder; bump it whenever the content changes."""
+TRAIN_DIGITS = (0, 1, 2, 3, 4, 5, 6)
+OPEN_SET_DIGITS = (7, 8, 9)
+HOLDOUT_PER_CLASS = 30
+"""Images of each training digit kept out of ``train.rec`` for ``closed_set.bin``."""
+NUM_PAIRS = 600
+"""Pairs per ``.bin`` (10 folds of 30 same + 30 different pairs)."""
+DEMO_IMAGE_SIZE = 32
+SEED = 20231
+_NFOLDS = 10
+_STAMP = "stamp.json"
+_FILES = ("train.rec", "train.idx", "property", "open_set.bin", "closed_set.bin")
+
+
+def demo_cache_root(cache_dir=None):
+    """The folder that holds ``demo-v1``: ``cache_dir``, else ``$GLUON_FACE_CACHE``,
+    else ``~/.cache/gluon_face``."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("GLUON_FACE_CACHE") or os.path.join(
+            os.path.expanduser("~"), ".cache", "gluon_face")
+    return os.path.abspath(os.fspath(cache_dir))
+
+
+def _digit_images():
+    """(1797, 32, 32, 3) uint8 RGB images and (1797,) int labels."""
+    import cv2
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel values are counts 0..16 of a 4x4 block of the original 32x32 bitmap.
+    grey = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    size = DEMO_IMAGE_SIZE
+    up = np.stack([cv2.resize(g, (size, size), interpolation=cv2.INTER_CUBIC) for g in grey])
+    rgb = np.repeat(up[:, :, :, None], 3, axis=3)
+    return np.ascontiguousarray(rgb), digits.target.astype(np.int64)
+
+
+def _pairs(groups, num_pairs, rng):
+    """Balanced verification pairs from ``groups`` (list of index arrays, one per class).
+
+    Returns a (num_pairs, 2) index array and a (num_pairs,) bool array, arranged
+    so that each of the ``_NFOLDS`` contiguous blocks has as many same as
+    different pairs, in shuffled order within the block.
+    """
+    if num_pairs % (2 * _NFOLDS):
+        raise ValueError("num_pairs must be a multiple of %d" % (2 * _NFOLDS))
+    half = num_pairs // 2
+    seen = set()
+    same, diff = [], []
+    num_groups = len(groups)
+    while len(same) < half:
+        g = groups[int(rng.integers(num_groups))]
+        a, b = rng.choice(g, size=2, replace=False)
+        key = (min(a, b), max(a, b))
+        if key not in seen:
+            seen.add(key)
+            same.append((a, b))
+    while len(diff) < half:
+        ga, gb = rng.choice(num_groups, size=2, replace=False)
+        a, b = int(rng.choice(groups[ga])), int(rng.choice(groups[gb]))
+        key = (min(a, b), max(a, b))
+        if key not in seen:
+            seen.add(key)
+            diff.append((a, b))
+    per_fold = half // _NFOLDS
+    pairs, issame = [], []
+    for fold in range(_NFOLDS):
+        block = [(p, True) for p in same[fold * per_fold:(fold + 1) * per_fold]]
+        block += [(p, False) for p in diff[fold * per_fold:(fold + 1) * per_fold]]
+        for i in rng.permutation(len(block)):
+            pairs.append(block[i][0])
+            issame.append(block[i][1])
+    return np.array(pairs, dtype=np.int64), np.array(issame, dtype=bool)
+
+
+def build_demo_data(out_dir):
+    """Write the demo set into ``out_dir`` (created; must not hold other files).
+
+    Returns
+    -------
+    dict
+        Counts written: ``train_images``, ``num_classes``, ``holdout_images``,
+        ``open_set_images``, ``pairs``.
+    """
+    images, labels = _digit_images()
+    rng = np.random.default_rng(SEED)
+    train_idx, holdout_groups = [], []
+    for digit in TRAIN_DIGITS:
+        idx = np.flatnonzero(labels == digit)
+        held = np.sort(rng.choice(idx, size=HOLDOUT_PER_CLASS, replace=False))
+        holdout_groups.append(held)
+        train_idx.append(np.setdiff1d(idx, held))
+    open_groups = [np.flatnonzero(labels == d) for d in OPEN_SET_DIGITS]
+
+    os.makedirs(out_dir, exist_ok=True)
+    samples = ((label, encode_image(images[i], "png"))
+               for label, idx in enumerate(train_idx) for i in idx)
+    info = write_face_rec(os.path.join(out_dir, "train"), samples,
+                          (DEMO_IMAGE_SIZE, DEMO_IMAGE_SIZE))
+    for name, groups in (("open_set.bin", open_groups), ("closed_set.bin", holdout_groups)):
+        pairs, issame = _pairs(groups, NUM_PAIRS, rng)
+        write_bin(os.path.join(out_dir, name), [images[i] for i in pairs.ravel()], issame,
+                  fmt="png")
+    return {"train_images": info["num_images"], "num_classes": info["num_classes"],
+            "holdout_images": int(sum(len(g) for g in holdout_groups)),
+            "open_set_images": int(sum(len(g) for g in open_groups)), "pairs": NUM_PAIRS}
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_stamp(folder, info):
+    files = {name: {"size": os.path.getsize(os.path.join(folder, name)),
+                    "sha256": _sha256(os.path.join(folder, name))} for name in _FILES}
+    stamp = {"version": DEMO_VERSION, "seed": SEED, "files": files, "info": info}
+    with open(os.path.join(folder, _STAMP), "w", encoding="utf-8") as f:
+        json.dump(stamp, f, indent=1, sort_keys=True)
+
+
+def verify_demo_data(folder):
+    """Why ``folder`` is not a complete demo set, or None when it is.
+
+    Checks the stamp's version and every file's size and SHA-256.
+    """
+    stamp_path = os.path.join(folder, _STAMP)
+    try:
+        with open(stamp_path, encoding="utf-8") as f:
+            stamp = json.load(f)
+        files = stamp["files"]
+    except FileNotFoundError:
+        return "%s: missing" % stamp_path
+    except (ValueError, KeyError, TypeError):
+        return "%s: unreadable" % stamp_path
+    if stamp.get("version") != DEMO_VERSION or set(files) != set(_FILES):
+        return "%s: built by another version" % stamp_path
+    for name, want in files.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            return "%s: missing" % path
+        if os.path.getsize(path) != want.get("size"):
+            return "%s: size differs from the stamp" % path
+    for name, want in files.items():
+        path = os.path.join(folder, name)
+        if _sha256(path) != want.get("sha256"):
+            return "%s: checksum differs from the stamp" % path
+    return None
+
+
+def demo_data_dir(cache_dir=None, rebuild=False):
+    """Path of the built-in demo set, building it on first use.
+
+    Parameters
+    ----------
+    cache_dir : str, optional
+        Cache root; the set lives in ``<cache_dir>/demo-v1``.  Default
+        ``$GLUON_FACE_CACHE``, else ``~/.cache/gluon_face``.
+    rebuild : bool
+        Build afresh even if a valid copy exists.
+
+    Returns
+    -------
+    str
+        The folder holding ``train.rec``, ``train.idx``, ``property``
+        (``7,32,32``), ``open_set.bin``, ``closed_set.bin`` and ``stamp.json``.
+
+    Notes
+    -----
+    A missing, incomplete or corrupted folder (any file whose size or
+    checksum differs from ``stamp.json``) is rebuilt.  The build happens in a
+    temporary sibling folder that is renamed into place, so concurrent callers
+    and interrupted builds never see a half-written set.
+    """
+    root = demo_cache_root(cache_dir)
+    target = os.path.join(root, DEMO_VERSION)
+    if not rebuild and os.path.isdir(target) and verify_demo_data(target) is None:
+        return target
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + DEMO_VERSION + ".build.", dir=root)
+    try:
+        info = build_demo_data(tmp)
+        _write_stamp(tmp, info)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shareable
+        if os.path.lexists(target):
+            # Move the bad copy aside first: rename cannot replace a non-empty folder.
+            trash = tempfile.mkdtemp(prefix="." + DEMO_VERSION + ".old.", dir=root)
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(target, os.path.join(trash, "old"))
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # Another process finished first; keep its copy if it is good.
+            if verify_demo_data(target) is not None:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

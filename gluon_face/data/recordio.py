@@ -1,0 +1,730 @@
+"""MXNet RecordIO face datasets: reader, writer and folder packer.
+
+Two layouts are read (design.md §3):
+
+**insightface** (``train.rec`` + ``train.idx`` + ``property``)::
+
+    record 0          header, flag 2, label [N + 1, N + C + 1], empty image
+    records 1..N      encoded images, label = identity (float32)
+    records N+1..N+C  one per identity c: label [start, end) of its image records,
+                      empty image
+    property          one line "C,H,W"
+
+**plain im2rec** (``tools/im2rec.py`` of MXNet): every key in the ``.idx`` is an
+image whose label is a float or a vector (the first entry is the class).  No
+``property`` is needed; without one ``num_classes`` is ``max label + 1``, found by
+scanning every record header once.
+
+Labels travel as float32 in the record header: integers are exact only up to
+:math:`2^{24} = 16\\,777\\,216`, which bounds both the number of identities and
+(because the identity ranges are float32 too) the number of records of an
+insightface-layout file.  The writer refuses files beyond that.
+
+The reader parses the RecordIO container itself (the dmlc format: a 4-byte
+magic ``0xced7230a``, a 4-byte length word whose top 3 bits say whether the
+record continues, the payload padded to 4 bytes), so it can name the broken
+record in its errors, read only the 32-byte header when scanning labels, and
+reopen itself in every DataLoader worker.  The writer uses MXNet's own
+``mx.recordio.MXIndexedRecordIO``, so what we write is by construction what MXNet
+reads.
+"""
+import contextlib
+import os
+import struct
+import sys
+
+import numpy as np
+
+from .._io import atomic_path
+from ._image import IMAGE_EXTENSIONS, decode_image, encode_image, encoded_format, resize_image
+
+__all__ = ["RecordFormatError", "IndexedRecordReader", "FaceRecordDataset", "FaceRecordWriter",
+           "write_face_rec", "pack_folder", "read_property", "unpack_header", "MAX_FLOAT_LABEL"]
+
+_MAGIC = 0xCED7230A
+_MAGIC_BYTES = struct.pack("<I", _MAGIC)
+_LEN_MASK = (1 << 29) - 1
+_IR_FORMAT = "<IfQQ"  # flag, label, id, id2 -- mx.recordio.IRHeader
+_IR_SIZE = struct.calcsize(_IR_FORMAT)
+
+MAX_FLOAT_LABEL = 1 << 24
+"""Largest integer range that float32 labels hold exactly (2**24)."""
+
+
+class RecordFormatError(ValueError):
+    """A record file, its index or its property file is malformed.
+
+    The message starts with the offending file (and record key when known).
+    """
+
+
+def _fail(path, what, key=None):
+    where = os.fspath(path) if key is None else "%s: record %s" % (os.fspath(path), key)
+    return RecordFormatError("%s: %s" % (where, what))
+
+
+# --------------------------------------------------------------------------- low level
+
+
+def read_index(idx_path):
+    """Parse an MXNet ``.idx`` file (``key<TAB>offset`` lines).
+
+    Returns
+    -------
+    keys : list of int
+        In file order.
+    offsets : dict
+        key -> byte offset of the record in the ``.rec``.
+    """
+    keys, offsets = [], {}
+    with open(idx_path, encoding="ascii", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            try:
+                if len(parts) != 2:
+                    raise ValueError
+                key, off = int(parts[0]), int(parts[1])
+                if off < 0:
+                    raise ValueError
+            except ValueError:
+                raise _fail(idx_path, "line %d: expected 'key<TAB>offset', got %r"
+                            % (lineno, line.strip()[:60])) from None
+            if key in offsets:
+                raise _fail(idx_path, "line %d: key %d appears twice" % (lineno, key))
+            keys.append(key)
+            offsets[key] = off
+    return keys, offsets
+
+
+def unpack_header(payload, path="<record>", key=None):
+    """Split a record payload into ``(flag, label, id, id2)`` and the image bytes.
+
+    Mirrors ``mx.recordio.unpack``: when ``flag > 0`` the label is a float32
+    vector of ``flag`` entries stored in front of the image.
+
+    Returns
+    -------
+    header : tuple
+        ``(flag, label, id, id2)``; ``label`` is a float, or a float32 numpy
+        vector when ``flag > 0``.
+    image : bytes
+        The (possibly empty) encoded image.
+    """
+    if len(payload) < _IR_SIZE:
+        raise _fail(path, "%d bytes is too short for an image record header" % len(payload), key)
+    flag, label, rid, rid2 = struct.unpack(_IR_FORMAT, payload[:_IR_SIZE])
+    body = payload[_IR_SIZE:]
+    if flag > 0:
+        if len(body) < 4 * flag:
+            raise _fail(path, "header announces %d labels but the record has %d bytes left"
+                        % (flag, len(body)), key)
+        label = np.frombuffer(body[:4 * flag], dtype="<f4").astype(np.float32)
+        body = body[4 * flag:]
+    return (flag, label, rid, rid2), body
+
+
+class IndexedRecordReader:
+    """Random access to a RecordIO file through its ``.idx``.
+
+    A pure-Python reader of the dmlc RecordIO container, compatible with
+    ``mx.recordio.MXIndexedRecordIO``.  It can be pickled and used from several
+    processes: the file is (re)opened lazily in each process.
+
+    Parameters
+    ----------
+    rec_path : str
+        The ``.rec`` file.
+    idx_path : str, optional
+        Its index; default: ``rec_path`` with ``.idx`` for ``.rec``.
+    """
+
+    def __init__(self, rec_path, idx_path=None):
+        self.rec_path = os.fspath(rec_path)
+        if idx_path is None:
+            idx_path = os.path.splitext(self.rec_path)[0] + ".idx"
+        self.idx_path = os.fspath(idx_path)
+        if not os.path.isfile(self.rec_path):
+            raise FileNotFoundError("%s: record file not found" % self.rec_path)
+        if not os.path.isfile(self.idx_path):
+            raise FileNotFoundError("%s: index file not found (needed beside %s)"
+                                    % (self.idx_path, os.path.basename(self.rec_path)))
+        self.keys, self.offsets = read_index(self.idx_path)
+        if not self.keys:
+            raise _fail(self.idx_path, "index is empty")
+        self.size = os.path.getsize(self.rec_path)
+        bad = [k for k in self.keys if self.offsets[k] + 8 > self.size]
+        if bad:
+            raise _fail(self.rec_path, "file is truncated: %d bytes, but the index places "
+                        "record %d at byte %d" % (self.size, bad[0], self.offsets[bad[0]]))
+        self._fd = None
+        self._pid = None
+
+    # Pickling drops the OS handle; each process opens its own.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_fd"] = None
+        state["_pid"] = None
+        return state
+
+    def _handle(self):
+        pid = os.getpid()
+        if self._fd is None or self._pid != pid:
+            self._fd = open(self.rec_path, "rb")  # noqa: SIM115 - kept open for random access
+            self._pid = pid
+        return self._fd
+
+    def close(self):
+        """Close the file handle (reopened on the next read)."""
+        if self._fd is not None and self._pid == os.getpid():
+            self._fd.close()
+        self._fd = None
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def _pread(self, pos, n):
+        f = self._handle()
+        if hasattr(os, "pread"):
+            return os.pread(f.fileno(), n, pos)
+        f.seek(pos)  # pragma: no cover - Windows
+        return f.read(n)  # pragma: no cover
+
+    def _offset(self, key):
+        try:
+            return self.offsets[key]
+        except KeyError:
+            raise _fail(self.idx_path, "no record with key %r" % (key,)) from None
+
+    def read(self, key, max_bytes=None):
+        """The payload of record ``key`` (bytes).
+
+        Parameters
+        ----------
+        key : int
+        max_bytes : int, optional
+            Stop after this many bytes of the first chunk (used to read only the
+            header); the result may then be shorter than the record.
+        """
+        pos = self._offset(key)
+        chunks = []
+        first = True
+        while True:
+            head = self._pread(pos, 8)
+            if len(head) < 8:
+                raise _fail(self.rec_path, "file is truncated at byte %d" % pos, key)
+            magic, lrec = struct.unpack("<II", head)
+            if magic != _MAGIC:
+                raise _fail(self.rec_path, "bad magic number at byte %d (corrupted file, or an "
+                            ".idx that belongs to another .rec)" % pos, key)
+            cflag, length = lrec >> 29, lrec & _LEN_MASK
+            if (first and cflag not in (0, 1)) or (not first and cflag not in (2, 3)):
+                raise _fail(self.rec_path, "bad continuation flag %d at byte %d" % (cflag, pos),
+                            key)
+            want = length if max_bytes is None else min(length, max_bytes)
+            data = self._pread(pos + 8, want)
+            if len(data) < want:
+                raise _fail(self.rec_path, "file is truncated: record needs %d bytes at byte %d, "
+                            "%d left" % (length, pos + 8, len(data)), key)
+            chunks.append(data)
+            if cflag in (0, 3) or max_bytes is not None and want < length:
+                break
+            # dmlc splits a record where its payload contains the magic word, and
+            # drops that word; put it back.
+            chunks.append(_MAGIC_BYTES)
+            pos += 8 + ((length + 3) & ~3)
+            first = False
+        return b"".join(chunks)
+
+    def read_header(self, key):
+        """``(flag, label, id, id2)`` of record ``key`` without reading its image."""
+        payload = self.read(key, max_bytes=_IR_SIZE + 4 * 8)
+        flag = struct.unpack("<I", payload[:4])[0] if len(payload) >= 4 else 0
+        if flag > 8:  # long label vector: read what it needs
+            payload = self.read(key, max_bytes=_IR_SIZE + 4 * flag)
+        return unpack_header(payload, self.rec_path, key)[0]
+
+
+# --------------------------------------------------------------------------- property
+
+
+def read_property(path):
+    """Parse an insightface ``property`` file: one line ``num_classes,height,width``.
+
+    Returns
+    -------
+    (num_classes, height, width) : tuple of int
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+    except UnicodeDecodeError:
+        raise _fail(path, "malformed property: not text") from None
+    fields = [t.strip() for t in text.split(",")]
+    try:
+        if len(fields) != 3:
+            raise ValueError
+        values = tuple(int(t) for t in fields)
+        if min(values) <= 0:
+            raise ValueError
+    except ValueError:
+        raise _fail(path, "malformed property: expected 'num_classes,height,width' (positive "
+                    "integers), got %r" % text[:60]) from None
+    return values
+
+
+def _label_of(label, path, key):
+    """Class index from a float or vector label; error unless a whole number."""
+    if isinstance(label, np.ndarray) and label.size == 0:
+        raise _fail(path, "empty label vector", key)
+    value = float(label[0]) if isinstance(label, np.ndarray) else float(label)
+    if not np.isfinite(value) or value != int(value):
+        raise _fail(path, "label %r is not a whole number" % value, key)
+    return int(value)
+
+
+# --------------------------------------------------------------------------- dataset
+
+try:
+    from mxnet.gluon.data import Dataset as _Dataset
+except ImportError:  # pragma: no cover - the package needs mxnet anyway
+    _Dataset = object
+
+
+class FaceRecordDataset(_Dataset):
+    """A Gluon ``Dataset`` over an insightface-layout or plain im2rec ``.rec`` file.
+
+    ``ds[i]`` is ``(image, label)``: image an (H, W, 3) uint8 RGB
+    ``numpy.ndarray``, label a Python ``int`` in ``[0, num_classes)``.
+    ``len(ds)`` counts images only (never the header or identity records).
+    Safe to use with ``gluon.data.DataLoader(num_workers > 0)``: every worker
+    reopens the file.
+
+    Parameters
+    ----------
+    rec_path : str
+        The ``.rec`` file, or a folder holding ``train.rec``.  The index is
+        ``<same name>.idx``; the optional ``property`` file sits in the same
+        folder (insightface's convention, so one property per folder).
+    idx_path : str, optional
+        Explicit index path.
+
+    Attributes
+    ----------
+    layout : str
+        ``'insightface'`` or ``'im2rec'``.
+    num_classes : int
+    num_classes_source : str
+        ``'property'`` or ``'max label + 1'`` (plain files without property).
+    image_size : tuple of int or None
+        (H, W) from ``property``; without one, the size of the first image.
+    image_keys : numpy.ndarray
+        Record key of each image, in dataset order.
+    identity_ranges : numpy.ndarray or None
+        (C, 2) ``[start, end)`` record keys per identity (insightface layout).
+
+    Raises
+    ------
+    FileNotFoundError
+        Missing ``.rec`` or ``.idx``.
+    RecordFormatError
+        Truncated/corrupted file, malformed index or property, missing property
+        for an insightface-layout file, identity records beyond the property's
+        class count.  Reading a record that is not an image or whose label is
+        outside ``[0, num_classes)`` raises it from ``ds[i]``.
+    """
+
+    def __init__(self, rec_path, idx_path=None):
+        rec_path = os.fspath(rec_path)
+        if os.path.isdir(rec_path):
+            rec_path = os.path.join(rec_path, "train.rec")
+        self.rec_path = rec_path
+        self.reader = IndexedRecordReader(rec_path, idx_path)
+        self.idx_path = self.reader.idx_path
+        prop = os.path.join(os.path.dirname(os.path.abspath(rec_path)), "property")
+        self.property_path = prop if os.path.isfile(prop) else None
+        # A truncated tail shows up here rather than mid-epoch.
+        last = max(self.reader.keys, key=lambda k: self.reader.offsets[k])
+        self.reader.read(last)
+
+        self.identity_ranges = None
+        header0 = None
+        if 0 in self.reader.offsets:
+            (flag, label, _, _), body = unpack_header(self.reader.read(0), rec_path, 0)
+            if flag >= 2 and not body:
+                header0 = label
+        if header0 is not None:
+            self._open_insightface(header0)
+        else:
+            self._open_im2rec()
+
+    # -- layouts
+
+    def _open_insightface(self, header0):
+        path = self.rec_path
+        self.layout = "insightface"
+        first_id, end = int(header0[0]), int(header0[1])
+        if first_id < 1 or end < first_id:
+            raise _fail(path, "header range [%d, %d) is not a valid identity range"
+                        % (first_id, end), 0)
+        missing = [k for k in range(1, end) if k not in self.reader.offsets]
+        if missing:
+            raise _fail(self.idx_path, "the header says records 1..%d exist, but key %d is "
+                        "missing from the index" % (end - 1, missing[0]))
+        self.image_keys = np.arange(1, first_id, dtype=np.int64)
+        ranges = []
+        for key in range(first_id, end):
+            (flag, label, _, _), body = unpack_header(self.reader.read(key), path, key)
+            if flag < 2 or body:
+                raise _fail(path, "expected an identity record (flag 2, empty image)", key)
+            start, stop = int(label[0]), int(label[1])
+            if not 1 <= start <= stop <= first_id:
+                raise _fail(path, "identity range [%d, %d) lies outside the image records "
+                            "1..%d" % (start, stop, first_id - 1), key)
+            ranges.append((start, stop))
+        self.identity_ranges = np.array(ranges, dtype=np.int64).reshape(-1, 2)
+        if self.property_path is None:
+            raise FileNotFoundError(
+                "%s: property file not found (an insightface-layout .rec needs "
+                "'num_classes,height,width' in 'property' beside it)"
+                % os.path.join(os.path.dirname(os.path.abspath(path)), "property"))
+        self.num_classes, h, w = read_property(self.property_path)
+        self.num_classes_source = "property"
+        self.image_size = (h, w)
+        if len(ranges) > self.num_classes:
+            raise _fail(self.property_path, "says %d classes, but %s has %d identity records"
+                        % (self.num_classes, os.path.basename(path), len(ranges)))
+
+    def _open_im2rec(self):
+        self.layout = "im2rec"
+        self.image_keys = np.array(self.reader.keys, dtype=np.int64)
+        if self.property_path is not None:
+            self.num_classes, h, w = read_property(self.property_path)
+            self.num_classes_source = "property"
+            self.image_size = (h, w)
+        else:
+            labels = self.labels()
+            if labels.size and labels.min() < 0:
+                i = int(np.argmin(labels))
+                raise _fail(self.rec_path, "negative label %d" % labels[i],
+                            int(self.image_keys[i]))
+            self.num_classes = int(labels.max()) + 1 if labels.size else 0
+            self.num_classes_source = "max label + 1"
+            self.image_size = self[0][0].shape[:2] if len(self) else None
+
+    # -- access
+
+    def __len__(self):
+        return int(self.image_keys.shape[0])
+
+    def _key(self, idx):
+        n = len(self)
+        idx = int(idx)
+        if idx < 0:
+            idx += n
+        if not 0 <= idx < n:
+            raise IndexError("index %d out of range for %d images" % (idx, n))
+        return int(self.image_keys[idx])
+
+    def _check_label(self, label, key):
+        label = _label_of(label, self.rec_path, key)
+        num_classes = getattr(self, "num_classes", None)
+        if num_classes is not None and not 0 <= label < num_classes:
+            src = self.property_path or self.rec_path
+            raise _fail(self.rec_path, "label %d is outside [0, %d) (class count from %s)"
+                        % (label, num_classes, os.path.basename(src)), key)
+        return label
+
+    def read_record(self, idx):
+        """``(encoded image bytes, label)`` of image ``idx`` without decoding."""
+        key = self._key(idx)
+        (flag, label, _, _), body = unpack_header(self.reader.read(key), self.rec_path, key)
+        if not body:
+            raise _fail(self.rec_path, "not an image (empty payload)", key)
+        return body, self._check_label(label, key)
+
+    def __getitem__(self, idx):
+        body, label = self.read_record(idx)
+        try:
+            image = decode_image(body)
+        except ValueError as err:
+            raise _fail(self.rec_path, "not an image: %s" % err, self._key(idx)) from None
+        return image, label
+
+    def label_of(self, idx):
+        """Label of image ``idx``, reading only its record header."""
+        key = self._key(idx)
+        return self._check_label(self.reader.read_header(key)[1], key)
+
+    def labels(self):
+        """Every image's label (int64, dataset order), from the record headers only.
+
+        Values are not range-checked here, so a scan can report bad labels.
+        """
+        out = np.empty(len(self), dtype=np.int64)
+        for i, key in enumerate(self.image_keys):
+            out[i] = _label_of(self.reader.read_header(int(key))[1], self.rec_path, int(key))
+        return out
+
+    def __repr__(self):
+        return ("FaceRecordDataset(%r, layout=%s, images=%d, num_classes=%s, image_size=%s)"
+                % (self.rec_path, self.layout, len(self), self.num_classes, self.image_size))
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def _split_prefix(prefix):
+    prefix = os.fspath(prefix)
+    if prefix.endswith(".rec") or prefix.endswith(".idx"):
+        prefix = prefix[:-4]
+    return prefix
+
+
+class FaceRecordWriter:
+    """Write an insightface-layout ``.rec`` / ``.idx`` / ``property`` atomically.
+
+    Use as a context manager and call :meth:`add` with images grouped by
+    identity, labels ``0, 1, ..., C-1`` in non-decreasing order.  Images go to
+    records ``1..N``, then one identity record per class, and the header record
+    (key 0) is written last, as insightface's own packer does; the ``.idx``
+    maps key 0 to it.  Everything is written under temporary names and renamed
+    into place when the block ends without an exception (the ``.rec`` last), so
+    an interrupted run leaves no file that looks valid.
+
+    Parameters
+    ----------
+    prefix : str
+        Output prefix: writes ``prefix.rec``, ``prefix.idx`` and
+        ``dirname(prefix)/property``.
+    image_size : (int, int)
+        (H, W) for the property file.
+    """
+
+    def __init__(self, prefix, image_size):
+        prefix = _split_prefix(prefix)
+        self.rec_path = prefix + ".rec"
+        self.idx_path = prefix + ".idx"
+        self.property_path = os.path.join(os.path.dirname(os.path.abspath(prefix)), "property")
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self._stack = None
+        self._record = None
+        self._ranges = []
+        self._count = 0
+
+    def __enter__(self):
+        import mxnet as mx
+
+        self._mx = mx
+        self._stack = contextlib.ExitStack()
+        try:
+            # Entered rec first so that it is renamed last: the .rec is the commit point.
+            self._tmp_rec = self._stack.enter_context(atomic_path(self.rec_path))
+            self._tmp_idx = self._stack.enter_context(atomic_path(self.idx_path))
+            self._tmp_prop = self._stack.enter_context(atomic_path(self.property_path))
+            self._record = mx.recordio.MXIndexedRecordIO(self._tmp_idx, self._tmp_rec, "w")
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def add(self, label, image_bytes):
+        """Append one encoded image (JPEG/PNG bytes) of identity ``label``."""
+        label = int(label)
+        expected = len(self._ranges)
+        if label == expected - 1:
+            pass
+        elif label == expected:
+            self._ranges.append([self._count + 1, self._count + 1])
+        else:
+            raise ValueError("%s: labels must run 0, 1, 2, ... in order; got %d after %d"
+                             % (self.rec_path, label, expected - 1))
+        if not image_bytes:
+            raise ValueError("%s: empty image for label %d" % (self.rec_path, label))
+        key = self._count + 1
+        if key + len(self._ranges) >= MAX_FLOAT_LABEL:
+            raise ValueError("%s: more than 2**24 records; float32 labels cannot index them"
+                             % self.rec_path)
+        header = self._mx.recordio.IRHeader(0, float(label), key, 0)
+        self._record.write_idx(key, self._mx.recordio.pack(header, bytes(image_bytes)))
+        self._count = key
+        self._ranges[-1][1] = key + 1
+
+    @property
+    def num_images(self):
+        return self._count
+
+    @property
+    def num_classes(self):
+        return len(self._ranges)
+
+    def _finish(self):
+        mx = self._mx
+        if self._count == 0:
+            raise ValueError("%s: no images to write" % self.rec_path)
+        first_id = self._count + 1
+        for c, (start, stop) in enumerate(self._ranges):
+            key = first_id + c
+            header = mx.recordio.IRHeader(0, [float(start), float(stop)], key, 0)
+            self._record.write_idx(key, mx.recordio.pack(header, b""))
+        end = first_id + len(self._ranges)
+        header = mx.recordio.IRHeader(0, [float(first_id), float(end)], 0, 0)
+        self._record.write_idx(0, mx.recordio.pack(header, b""))
+        self._record.close()
+        with open(self._tmp_prop, "w", encoding="ascii") as f:
+            f.write("%d,%d,%d\n" % (len(self._ranges), *self.image_size))
+        # An old .rec beside a new .idx would look valid: drop it before renaming.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.rec_path)
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self._finish()
+        except BaseException:
+            exc_type, exc, tb = sys.exc_info()
+            raise
+        finally:
+            if self._record is not None:
+                self._record.close()
+            self._stack.__exit__(exc_type, exc, tb)
+        return False
+
+
+def write_face_rec(prefix, samples, image_size):
+    """Write ``(label, encoded_image)`` pairs as an insightface-layout record file.
+
+    Parameters
+    ----------
+    prefix : str
+        Output prefix (``prefix.rec``, ``prefix.idx``, ``dirname/property``).
+    samples : iterable of (int, bytes)
+        Images grouped by identity, labels ``0..C-1`` in order.
+    image_size : (int, int)
+        (H, W) written to ``property``.
+
+    Returns
+    -------
+    dict
+        ``rec``, ``idx``, ``property`` paths, ``num_images``, ``num_classes``.
+    """
+    with FaceRecordWriter(prefix, image_size) as w:
+        for label, buf in samples:
+            w.add(label, buf)
+    return {"rec": w.rec_path, "idx": w.idx_path, "property": w.property_path,
+            "num_images": w.num_images, "num_classes": w.num_classes,
+            "image_size": w.image_size}
+
+
+def list_identity_folder(src_dir):
+    """Identity folders and their image files, sorted by name (the label order).
+
+    Returns
+    -------
+    list of (str, list of str)
+        ``(identity name, [image paths])``; label = position in the list.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``src_dir`` does not exist.
+    RecordFormatError
+        No identity sub-folder, or one holds no image.
+    """
+    src_dir = os.fspath(src_dir)
+    if not os.path.isdir(src_dir):
+        raise FileNotFoundError("%s: source folder not found" % src_dir)
+    names = sorted(n for n in os.listdir(src_dir)
+                   if not n.startswith(".") and os.path.isdir(os.path.join(src_dir, n)))
+    if not names:
+        raise _fail(src_dir, "no identity sub-folders (expected one folder per identity)")
+    out = []
+    for name in names:
+        folder = os.path.join(src_dir, name)
+        files = sorted(f for f in os.listdir(folder)
+                       if not f.startswith(".") and os.path.splitext(f)[1].lower()
+                       in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, f)))
+        if not files:
+            raise _fail(folder, "empty identity folder (no %s files)"
+                        % "/".join(e[1:] for e in IMAGE_EXTENSIONS[:3]))
+        out.append((name, [os.path.join(folder, f) for f in files]))
+    return out
+
+
+def pack_folder(src_dir, out_prefix, image_size=None, resize=False, encoding=None,
+                quality=95, progress=None):
+    """Pack an image folder (one sub-folder per identity) into insightface layout.
+
+    Identities are the sub-folders sorted by name (label = rank), images sorted
+    by file name: the output is deterministic.  Every image is decoded; its size
+    must equal ``image_size`` (or that of the first image when ``image_size`` is
+    None) unless ``resize`` is set.  JPEG/PNG files that need no resizing are
+    stored byte for byte; anything else is (re-)encoded.
+
+    Parameters
+    ----------
+    src_dir : str
+    out_prefix : str
+        Writes ``out_prefix.rec``, ``out_prefix.idx`` and ``dirname/property``.
+    image_size : (int, int) or int, optional
+        Expected (H, W); an int means square.
+    resize : bool
+        Resize images of another size to ``image_size`` instead of failing.
+    encoding : {None, 'jpg', 'png'}
+        Force re-encoding every image in this format; None keeps JPEG/PNG bytes
+        and encodes anything else (or resized images) as JPEG.
+    quality : int
+        JPEG quality when encoding.
+    progress : callable, optional
+        ``progress(iterable, total)`` -> iterable, e.g. a tqdm wrapper.
+
+    Returns
+    -------
+    dict
+        As :func:`write_face_rec`, plus ``identities`` (names in label order).
+    """
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if resize and image_size is None:
+        raise ValueError("resize=True needs image_size")
+    identities = list_identity_folder(src_dir)
+    files = [(label, path) for label, (_, paths) in enumerate(identities) for path in paths]
+    expected = tuple(image_size) if image_size is not None else None
+
+    def samples():
+        nonlocal expected
+        it = files if progress is None else progress(files, len(files))
+        for label, path in it:
+            with open(path, "rb") as f:
+                raw = f.read()
+            try:
+                image = decode_image(raw)
+            except ValueError as err:
+                raise _fail(path, "unreadable image: %s" % err) from None
+            if expected is None:
+                expected = image.shape[:2]
+            fmt = encoded_format(raw)
+            if image.shape[:2] != tuple(expected):
+                if not resize:
+                    raise _fail(path, "image is %dx%d (HxW), expected %dx%d; resize it or "
+                                "ask for resizing" % (*image.shape[:2], *expected))
+                image = resize_image(image, expected)
+                fmt = None
+            if encoding is not None or fmt is None:
+                raw = encode_image(image, encoding or "jpg", quality)
+            yield label, raw
+
+    # image_size is only known after the first image when not given.
+    gen = samples()
+    first = next(gen)
+    with FaceRecordWriter(out_prefix, expected) as w:
+        w.add(*first)
+        for label, raw in gen:
+            w.add(label, raw)
+    return {"rec": w.rec_path, "idx": w.idx_path, "property": w.property_path,
+            "num_images": w.num_images, "num_classes": w.num_classes,
+            "image_size": w.image_size, "identities": [n for n, _ in identities]}
+

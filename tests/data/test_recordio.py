@@ -1,0 +1,437 @@
+"""Record files: our writer, MXNet's im2rec, an independent insightface-layout packer."""
+import os
+import pickle
+import struct
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import gluon
+
+from gluon_face.data import (
+    FaceRecordDataset,
+    FaceRecordWriter,
+    FaceTransform,
+    RecordFormatError,
+    pack_folder,
+    read_property,
+    write_face_rec,
+)
+from gluon_face.data._image import encode_image
+from gluon_face.data.recordio import IndexedRecordReader
+
+MAGIC = struct.pack("<I", 0xCED7230A)
+
+
+def _samples(colour_image, counts, size=(24, 20), fmt="png"):
+    return [(label, encode_image(colour_image(label, i, size), fmt))
+            for label, n in enumerate(counts) for i in range(n)]
+
+
+def _files(folder):
+    return sorted(os.listdir(folder))
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_writer_reader(tmp_path, colour_image):
+    counts = [3, 1, 4, 2]
+    info = write_face_rec(tmp_path / "train", _samples(colour_image, counts), (24, 20))
+    assert info["num_images"] == 10 and info["num_classes"] == 4
+    assert _files(tmp_path) == ["property", "train.idx", "train.rec"]
+    assert read_property(tmp_path / "property") == (4, 24, 20)
+    for path in (tmp_path, tmp_path / "train.rec"):
+        ds = FaceRecordDataset(str(path))
+        assert ds.layout == "insightface"
+        assert len(ds) == 10 and ds.num_classes == 4 and ds.image_size == (24, 20)
+        expected = [(label, i) for label, n in enumerate(counts) for i in range(n)]
+        for j, (label, i) in enumerate(expected):
+            image, got = ds[j]
+            assert got == label and type(got) is int
+            assert image.dtype == np.uint8 and image.shape == (24, 20, 3)
+            np.testing.assert_array_equal(image, colour_image(label, i))  # PNG: lossless
+        assert ds.identity_ranges.tolist() == [[1, 4], [4, 5], [5, 9], [9, 11]]
+        assert ds.labels().tolist() == [lab for lab, _ in expected]
+    with pytest.raises(IndexError):
+        ds[10]
+    assert ds[-1][1] == 3
+
+
+def test_our_file_reads_with_mxnet_like_insightface(tmp_path, colour_image):
+    """What insightface's reader does with MXNet's RecordIO calls works on our files."""
+    counts = [2, 3]
+    write_face_rec(tmp_path / "train", _samples(colour_image, counts, fmt="jpg"), (24, 20))
+    rec = mx.recordio.MXIndexedRecordIO(str(tmp_path / "train.idx"),
+                                        str(tmp_path / "train.rec"), "r")
+    header, _ = mx.recordio.unpack(rec.read_idx(0))
+    assert header.flag == 2
+    first, end = int(header.label[0]), int(header.label[1])
+    assert (first, end) == (6, 8)
+    for c, key in enumerate(range(first, end)):
+        h, body = mx.recordio.unpack(rec.read_idx(key))
+        assert body == b""
+        start, stop = int(h.label[0]), int(h.label[1])
+        for k in range(start, stop):
+            hk, img = mx.recordio.unpack_img(rec.read_idx(k))  # BGR, as cv2 decodes
+            assert hk.label == c
+            diff = np.abs(img[:, :, ::-1].astype(int) - colour_image(c, k - start))
+            assert diff.mean() < 3
+    rec.close()
+
+
+def test_labels_must_be_grouped_in_order(tmp_path):
+    with pytest.raises(ValueError, match="labels must run 0, 1, 2"):
+        write_face_rec(tmp_path / "train", [(0, b"x" * 10), (2, b"y" * 10)], (8, 8))
+    assert _files(tmp_path) == []
+
+
+def test_interrupted_writer_leaves_nothing(tmp_path, colour_image):
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(KeyboardInterrupt):
+        with FaceRecordWriter(tmp_path / "train", (24, 20)) as w:
+            for label, buf in _samples(colour_image, [2, 2]):
+                w.add(label, buf)
+            raise KeyboardInterrupt
+    assert _files(tmp_path) == ["keep.txt"]
+
+
+def test_rewrite_replaces_old_files(tmp_path, colour_image):
+    write_face_rec(tmp_path / "train", _samples(colour_image, [2, 2, 2]), (24, 20))
+    write_face_rec(tmp_path / "train", _samples(colour_image, [1, 1]), (24, 20))
+    ds = FaceRecordDataset(str(tmp_path))
+    assert len(ds) == 2 and ds.num_classes == 2
+    assert _files(tmp_path) == ["property", "train.idx", "train.rec"]
+
+
+# --------------------------------------------------------------------------- MXNet's files
+
+
+def _raw_insightface_pack(colour_image, folder, counts, header_first=True):
+    """An insightface-layout file made with MXNet's RecordIO calls only (not our writer)."""
+    rec = mx.recordio.MXIndexedRecordIO(os.path.join(folder, "train.idx"),
+                                        os.path.join(folder, "train.rec"), "w")
+    n = sum(counts)
+    ranges, key = [], 1
+    for c in counts:
+        ranges.append((key, key + c))
+        key += c
+    header0 = mx.recordio.pack(mx.recordio.IRHeader(2, [n + 1, n + 1 + len(counts)], 0, 0), b"")
+    if header_first:
+        rec.write_idx(0, header0)
+    key = 1
+    for label, c in enumerate(counts):
+        for i in range(c):
+            bgr = colour_image(label, i)[:, :, ::-1]
+            rec.write_idx(key, mx.recordio.pack_img(
+                mx.recordio.IRHeader(0, float(label), key, 0), bgr, quality=95, img_fmt=".jpg"))
+            key += 1
+    for start, stop in ranges:
+        rec.write_idx(key, mx.recordio.pack(
+            mx.recordio.IRHeader(2, [start, stop], key, 0), b""))
+        key += 1
+    if not header_first:
+        rec.write_idx(0, header0)
+    rec.close()
+    with open(os.path.join(folder, "property"), "w") as f:
+        f.write("%d,24,20" % len(counts))
+
+
+@pytest.mark.parametrize("header_first", [True, False])
+def test_reads_independent_insightface_pack(tmp_path, header_first, colour_image):
+    counts = [2, 4, 1]
+    _raw_insightface_pack(colour_image, str(tmp_path), counts, header_first)
+    ds = FaceRecordDataset(str(tmp_path / "train.rec"))
+    assert ds.layout == "insightface"
+    assert len(ds) == 7 and ds.num_classes == 3 and ds.image_size == (24, 20)
+    j = 0
+    for label, c in enumerate(counts):
+        for i in range(c):
+            image, got = ds[j]
+            assert got == label
+            # JPEG round trip, and RGB order restored from cv2's BGR
+            assert np.abs(image.astype(int) - colour_image(label, i)).mean() < 3
+            j += 1
+
+
+def test_reads_plain_pack_img_file(tmp_path, colour_image):
+    """A plain im2rec-style file: every record an image, keys from 0, no property."""
+    rec = mx.recordio.MXIndexedRecordIO(str(tmp_path / "data.idx"), str(tmp_path / "data.rec"),
+                                        "w")
+    labels = [2, 0, 1, 2, 0]
+    for key, label in enumerate(labels):
+        bgr = colour_image(label, key)[:, :, ::-1]
+        rec.write_idx(key, mx.recordio.pack_img(
+            mx.recordio.IRHeader(0, float(label), key, 0), bgr, quality=95, img_fmt=".jpg"))
+    # a vector label (im2rec --pack-label): the first entry is the class
+    rec.write_idx(5, mx.recordio.pack_img(
+        mx.recordio.IRHeader(0, np.array([1, 7, 9], np.float32), 5, 0),
+        colour_image(1, 5)[:, :, ::-1], quality=95, img_fmt=".png"))
+    rec.close()
+    ds = FaceRecordDataset(str(tmp_path / "data.rec"))
+    assert ds.layout == "im2rec" and ds.num_classes_source == "max label + 1"
+    assert len(ds) == 6 and ds.num_classes == 3 and ds.image_size == (24, 20)
+    assert [ds[i][1] for i in range(6)] == labels + [1]
+    np.testing.assert_array_equal(ds[5][0], colour_image(1, 5))
+
+
+def _im2rec_script():
+    path = os.path.join(os.path.dirname(mx.__file__), "tools", "im2rec.py")
+    if not os.path.isfile(path):
+        pytest.skip("this mxnet wheel does not ship tools/im2rec.py")
+    return path
+
+
+def test_reads_file_made_by_mxnet_im2rec(tmp_path, image_folder):
+    """.lst -> .rec with MXNet's own tools/im2rec.py (it re-encodes with cv2)."""
+    script = _im2rec_script()
+    root, images = image_folder([3, 2, 4], fmt="png")
+    prefix = str(tmp_path / "im2rec")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, script, "--list", "--recursive", prefix, root],
+                   check=True, capture_output=True, env=env)
+    subprocess.run([sys.executable, script, "--num-thread", "1", prefix, root],
+                   check=True, capture_output=True, env=env)
+    # .lst lines: index<TAB>label<TAB>relative path (shuffled by default)
+    entries = {}
+    with open(prefix + ".lst") as f:
+        for line in f:
+            idx, label, rel = line.strip().split("\t")
+            entries[int(idx)] = (int(float(label)), rel)
+    ds = FaceRecordDataset(prefix + ".rec")
+    assert ds.layout == "im2rec"
+    assert len(ds) == 9 and ds.num_classes == 3
+    for i, key in enumerate(ds.image_keys):
+        image, label = ds[i]
+        want_label, rel = entries[int(key)]
+        assert label == want_label
+        folder, name = rel.split("/")
+        source = images[(int(folder[3:]), int(name[4:6]))]
+        assert label == int(folder[3:])
+        assert np.abs(image.astype(int) - source).mean() < 3
+
+
+def test_dataloader_with_workers(tmp_path, colour_image):
+    counts = [5, 6, 5]
+    write_face_rec(tmp_path / "train", _samples(colour_image, counts, size=(16, 16)), (16, 16))
+    ds = FaceRecordDataset(str(tmp_path))
+    loader = gluon.data.DataLoader(ds.transform_first(FaceTransform(flip=False)),
+                                   batch_size=4, num_workers=2, shuffle=False)
+    xs, ys = [], []
+    for x, y in loader:
+        xs.append(x.asnumpy())
+        ys.append(y.asnumpy())
+    x = np.concatenate(xs)
+    y = np.concatenate(ys)
+    assert x.shape == (16, 3, 16, 16) and x.dtype == np.float32
+    assert y.tolist() == ds.labels().tolist()
+    direct = np.stack([(ds[i][0].transpose(2, 0, 1) - 127.5) / 128 for i in range(len(ds))])
+    np.testing.assert_allclose(x, direct, atol=1e-6)
+    # the dataset pickles without an open file handle
+    pickle.loads(pickle.dumps(ds))[3]
+
+
+# --------------------------------------------------------------------------- container
+
+
+def test_reader_joins_records_split_at_magic(tmp_path):
+    """dmlc splits a record wherever its payload holds the magic word; we rejoin it."""
+    rec = mx.recordio.MXIndexedRecordIO(str(tmp_path / "x.idx"), str(tmp_path / "x.rec"), "w")
+    payloads = [b"abcd" + MAGIC + b"efgh", MAGIC, MAGIC + MAGIC + b"z", b"xyz" + MAGIC + b"12",
+                b"", b"q" * 13, MAGIC * 3]
+    for key, p in enumerate(payloads):
+        rec.write_idx(key, p)
+    rec.close()
+    reader = IndexedRecordReader(str(tmp_path / "x.rec"))
+    theirs = mx.recordio.MXIndexedRecordIO(str(tmp_path / "x.idx"), str(tmp_path / "x.rec"), "r")
+    for key, p in enumerate(payloads):
+        assert reader.read(key) == p == theirs.read_idx(key)
+    theirs.close()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _good(colour_image, tmp_path, counts=(2, 2)):
+    write_face_rec(tmp_path / "train", _samples(colour_image, list(counts)), (24, 20))
+    return tmp_path / "train.rec"
+
+
+def test_missing_idx(tmp_path, colour_image):
+    rec = _good(colour_image, tmp_path)
+    os.remove(tmp_path / "train.idx")
+    with pytest.raises(FileNotFoundError, match=r"train\.idx: index file not found"):
+        FaceRecordDataset(str(rec))
+
+
+def test_missing_rec(tmp_path):
+    with pytest.raises(FileNotFoundError, match="record file not found"):
+        FaceRecordDataset(str(tmp_path / "nope.rec"))
+
+
+def test_truncated_rec(tmp_path, colour_image):
+    rec = _good(colour_image, tmp_path)
+    data = rec.read_bytes()
+    rec.write_bytes(data[: len(data) - 30])
+    with pytest.raises(RecordFormatError, match=r"train\.rec.*truncated"):
+        FaceRecordDataset(str(rec))
+
+
+def test_corrupted_rec_names_record(tmp_path, colour_image):
+    rec = _good(colour_image, tmp_path)
+    offsets = dict(line.split() for line in (tmp_path / "train.idx").read_text().splitlines())
+    data = bytearray(rec.read_bytes())
+    pos = int(offsets["3"])
+    data[pos:pos + 4] = b"JUNK"  # the magic word of record 3
+    rec.write_bytes(bytes(data))
+    ds = FaceRecordDataset(str(rec))
+    ds[0]
+    with pytest.raises(RecordFormatError, match=r"train\.rec: record 3: bad magic"):
+        ds[2]
+
+
+def test_corrupted_image_bytes(tmp_path, colour_image):
+    rec = _good(colour_image, tmp_path)
+    offsets = dict(line.split() for line in (tmp_path / "train.idx").read_text().splitlines())
+    data = bytearray(rec.read_bytes())
+    pos = int(offsets["2"]) + 8 + 24  # past the chunk head and the image header
+    data[pos:pos + 16] = b"\0" * 16  # wipe the PNG signature and IHDR
+    rec.write_bytes(bytes(data))
+    ds = FaceRecordDataset(str(rec))
+    with pytest.raises(RecordFormatError, match=r"record 2: not an image"):
+        ds[1]
+
+
+def test_record_that_is_not_an_image(tmp_path, colour_image):
+    def pack(name, extra):
+        rec = mx.recordio.MXIndexedRecordIO(str(tmp_path / (name + ".idx")),
+                                            str(tmp_path / (name + ".rec")), "w")
+        rec.write_idx(0, mx.recordio.pack(mx.recordio.IRHeader(0, 0.0, 0, 0),
+                                          encode_image(colour_image(0, 0))))
+        rec.write_idx(1, extra)
+        rec.close()
+        return str(tmp_path / (name + ".rec"))
+
+    ds = FaceRecordDataset(pack("p", mx.recordio.pack(mx.recordio.IRHeader(0, 1.0, 1, 0),
+                                                      b"hello, world")))
+    assert ds[0][1] == 0
+    with pytest.raises(RecordFormatError, match=r"p\.rec: record 1: not an image"):
+        ds[1]
+    # too short for a record header: found when the labels are scanned at open
+    with pytest.raises(RecordFormatError, match=r"q\.rec: record 1: .*too short"):
+        FaceRecordDataset(pack("q", b"short"))
+
+
+def test_labels_outside_property(tmp_path, colour_image):
+    # insightface layout: more identity records than property's class count
+    _good(colour_image, tmp_path, (1, 1, 1))
+    (tmp_path / "property").write_text("2,24,20")
+    with pytest.raises(RecordFormatError, match=r"property: says 2 classes.*3 identity"):
+        FaceRecordDataset(str(tmp_path))
+    # plain file with a property beside it: label 3 with 3 classes
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    rec = mx.recordio.MXIndexedRecordIO(str(plain / "d.idx"), str(plain / "d.rec"), "w")
+    for key, label in enumerate([0, 3, 1]):
+        rec.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, float(label), key, 0),
+                                            encode_image(colour_image(label, key))))
+    rec.close()
+    (plain / "property").write_text("3,24,20\n")
+    ds = FaceRecordDataset(str(plain / "d.rec"))
+    assert ds[0][1] == 0
+    with pytest.raises(RecordFormatError, match=r"d\.rec: record 1: label 3 is outside \[0, 3\)"):
+        ds[1]
+
+
+def test_property_missing(tmp_path, colour_image):
+    _good(colour_image, tmp_path)
+    os.remove(tmp_path / "property")
+    with pytest.raises(FileNotFoundError, match="property file not found"):
+        FaceRecordDataset(str(tmp_path))
+
+
+@pytest.mark.parametrize("text", ["", "3,112", "three,112,112", "3,112,112,1", "0,112,112",
+                                  "3;112;112"])
+def test_property_malformed(tmp_path, text, colour_image):
+    _good(colour_image, tmp_path)
+    (tmp_path / "property").write_text(text)
+    with pytest.raises(RecordFormatError, match=r"property: malformed property"):
+        FaceRecordDataset(str(tmp_path))
+
+
+def test_index_malformed(tmp_path, colour_image):
+    _good(colour_image, tmp_path)
+    (tmp_path / "train.idx").write_text("0\t0\n1\tabc\n")
+    with pytest.raises(RecordFormatError, match=r"train\.idx: line 2"):
+        FaceRecordDataset(str(tmp_path))
+
+
+def test_index_of_another_file(tmp_path, colour_image):
+    rec = _good(colour_image, tmp_path, (3, 3))
+    other = tmp_path / "other"
+    other.mkdir()
+    write_face_rec(other / "train", _samples(colour_image, [1, 1], size=(40, 40)), (40, 40))
+    os.replace(other / "train.idx", tmp_path / "train.idx")
+    with pytest.raises(RecordFormatError, match=r"train\.rec"):
+        ds = FaceRecordDataset(str(rec))
+        for i in range(len(ds)):
+            ds[i]
+
+
+# --------------------------------------------------------------------------- pack_folder
+
+
+def test_pack_folder_round_trip(tmp_path, image_folder):
+    root, images = image_folder([2, 3, 1], fmt="png")
+    info = pack_folder(root, tmp_path / "out" / "train")
+    assert info["identities"] == ["id_00", "id_01", "id_02"]
+    ds = FaceRecordDataset(str(tmp_path / "out"))
+    assert len(ds) == 6 and ds.num_classes == 3 and ds.image_size == (24, 20)
+    keys = sorted(images)
+    for j, (label, i) in enumerate(keys):
+        image, got = ds[j]
+        assert got == label
+        np.testing.assert_array_equal(image, images[(label, i)])
+    # deterministic: a second pack is byte-identical
+    pack_folder(root, tmp_path / "again" / "train")
+    for name in ("train.rec", "train.idx", "property"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+
+
+def test_pack_folder_size_check_and_resize(tmp_path, image_folder):
+    root, _ = image_folder([2, 2])
+    with pytest.raises(RecordFormatError, match=r"img_00\.png: image is 24x20.*expected 32x32"):
+        pack_folder(root, tmp_path / "out" / "train", image_size=32)
+    assert not (tmp_path / "out").exists() or _files(tmp_path / "out") == []
+    pack_folder(root, tmp_path / "out" / "train", image_size=32, resize=True)
+    ds = FaceRecordDataset(str(tmp_path / "out"))
+    assert ds[0][0].shape == (32, 32, 3) and ds.image_size == (32, 32)
+
+
+def test_pack_folder_mixed_sizes(tmp_path, image_folder, colour_image):
+    root, _ = image_folder([2, 2])
+    odd = os.path.join(root, "id_01", "img_01.png")
+    with open(odd, "wb") as f:
+        f.write(encode_image(colour_image(1, 1, (30, 30))))
+    with pytest.raises(RecordFormatError, match=r"id_01/img_01\.png: image is 30x30"):
+        pack_folder(root, tmp_path / "out" / "train")
+
+
+def test_pack_folder_empty_identity(tmp_path, image_folder):
+    root, _ = image_folder([2, 2])
+    os.mkdir(os.path.join(root, "id_05"))
+    with pytest.raises(RecordFormatError, match=r"id_05: empty identity folder"):
+        pack_folder(root, tmp_path / "out" / "train")
+    assert not (tmp_path / "out").exists()
+
+
+def test_pack_folder_unreadable_image(tmp_path, image_folder):
+    root, _ = image_folder([2, 3])
+    with open(os.path.join(root, "id_01", "img_02.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(RecordFormatError, match=r"id_01/img_02\.png: unreadable image"):
+        pack_folder(root, tmp_path / "out" / "train")
+    assert _files(tmp_path / "out") == []  # no temporary leftovers either
