@@ -20,8 +20,10 @@ install_requires = [
     "Pillow",
     # KFold and ROC for verification; the digits images of the demo set.
     "scikit-learn",
-    # Loss/accuracy/ROC curves, embedding scatter plots, sample grids.
-    "matplotlib",
+    # Pairwise distances for the Dunn index (also a dependency of scikit-learn).
+    "scipy",
+    # Loss/accuracy/ROC curves, embedding scatter plots, sample grids (Figure without pyplot).
+    "matplotlib>=3.5",
     # Progress bars in the tools.
     "tqdm",
     # Training presets and the saved resolved config.
@@ -33,8 +35,11 @@ extras_require = {
     "cu112": ["mxnet-cu112==1.9.1"],
     # The d2l chapters: `from d2l import mxnet as d2l`, executed in a kernel.
     "book": ["d2l==1.0.3", "nbclient", "ipykernel"],
+    # tools/export_onnx.py: mx.onnx.export_model imports onnx.mapping, removed in onnx 1.18;
+    # onnxruntime checks that the exported graph gives MXNet's embeddings.
+    "onnx": ["onnx<1.18", "onnxruntime"],
 }
-extras_require["test"] = ["pytest", "ruff"] + extras_require["book"]
+extras_require["test"] = ["pytest", "ruff"] + extras_require["book"] + extras_require["onnx"]
 
 setup(
     name="gluon_face",
