@@ -1,0 +1,682 @@
+"""The training loop: data-parallel backbone + head over a context list and a kvstore.
+
+One step, for a batch of ``batch_size`` images split evenly over the contexts
+(:func:`mxnet.gluon.utils.split_and_load`)::
+
+    emb    = backbone(x_k)                          # (B/K, E) on device k
+    logits = head(emb, y_k)                         # (B/K, C)
+    loss_k = CE_ls(logits, y_k) [+ w * center(emb, y_k)]    # (B/K,)
+    backward(sum_k loss_k); trainer.step(B * num_workers)   # gradient of the batch mean
+
+``gluon.Trainer`` sums the device gradients (and, with ``dist_*`` kvstores, the
+machines' gradients) through the kvstore and applies the optimiser on every
+device (``update_on_kvstore=False``, so the optimiser state lives beside the
+weights and can be checkpointed in every mode but ``dist_async``).
+
+Reproducibility: the batches of a step are a function of ``(seed, epoch)``
+(:mod:`.loader`) and MXNet's generator is re-seeded from ``(seed, step)`` before
+each step, so a resumed run repeats the uninterrupted run's losses.
+
+Library code never prints: progress goes to a :mod:`logging` logger
+(``gluon_face.training`` unless one is passed) that the tool configures.
+"""
+import contextlib
+import csv
+import logging
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as onp
+from mxnet.util import use_np
+
+from .._io import atomic_open
+from .checkpoint import (
+    build_backbone,
+    check_compatible,
+    copy_checkpoint,
+    load_checkpoint_state,
+    load_params,
+    save_checkpoint,
+)
+from .config import ConfigError, TrainConfig
+from .loader import EpochBatches, FlipDataset, batches_per_epoch
+from .optim import build_lr_scheduler, build_optimizer
+
+__all__ = ["FaceTrainer", "train", "TrainingDiverged", "find_val_targets", "METRICS_CSV"]
+
+METRICS_CSV = "metrics.csv"
+#: Verification sets looked for first (in this order); then every other *.bin, sorted.
+PREFERRED_TARGETS = ("lfw", "cfp_fp", "agedb_30", "open_set")
+_HEAD_MARGIN_KEYS = ("margin_s", "margin_m", "margin_a", "margin_b", "easy_margin")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+def find_val_targets(data_dir, names=()):
+    """``[(name, path)]`` of the verification ``.bin`` sets to evaluate.
+
+    Parameters
+    ----------
+    data_dir : str
+        Training data folder.
+    names : list of str
+        Names in ``data_dir`` (``lfw`` for ``lfw.bin``) or paths of ``.bin``
+        files; empty: ``lfw``, ``cfp_fp``, ``agedb_30``, ``open_set`` if
+        present, then every other ``*.bin`` of ``data_dir`` in name order.
+
+    Raises
+    ------
+    ConfigError
+        If a named set does not exist.
+    """
+    if names:
+        out = []
+        for name in names:
+            path = name if name.endswith(".bin") else os.path.join(data_dir, name + ".bin")
+            if not os.path.isfile(path):
+                found = sorted(f[:-4] for f in os.listdir(data_dir) if f.endswith(".bin"))
+                raise ConfigError(f"val_targets: {path} does not exist (sets in {data_dir}: "
+                                  f"{', '.join(found) or 'none'})")
+            out.append((os.path.basename(path)[:-4], path))
+        return out
+    found = sorted(f[:-4] for f in os.listdir(data_dir) if f.endswith(".bin"))
+    ordered = [n for n in PREFERRED_TARGETS if n in found] + \
+        [n for n in found if n not in PREFERRED_TARGETS]
+    return [(n, os.path.join(data_dir, n + ".bin")) for n in ordered]
+
+
+def _batchify(samples):
+    data = onp.stack([s[0] for s in samples]).astype(onp.float32, copy=False)
+    label = onp.asarray([s[1] for s in samples], dtype=onp.float32)
+    return data, label
+
+
+class _StopFlag:
+    """SIGINT handler that asks the loop to stop after the current step.
+
+    A second Ctrl-C raises :class:`KeyboardInterrupt` at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@use_np
+class FaceTrainer:
+    """Builds everything a run needs from a :class:`TrainConfig`; :meth:`fit` trains.
+
+    Attributes after construction: ``backbone``, ``head``, ``trainer``
+    (:class:`mxnet.gluon.Trainer`), ``ctx`` (list of contexts), ``dataset``,
+    ``num_classes``, ``steps_per_epoch``, ``step`` (global steps done),
+    ``val_sets`` (name -> (images, issame)).
+
+    Parameters
+    ----------
+    config : TrainConfig
+    log : logging.Logger, optional
+        Default ``logging.getLogger('gluon_face.training')``.
+    progress : callable, optional
+        ``progress(total, desc) -> bar`` with ``bar.update(n)`` and ``bar.close()``
+        (e.g. ``tqdm``) for the evaluation passes; default: none.
+
+    Raises
+    ------
+    ConfigError, ValueError, CheckpointError
+        For bad settings (unknown network or loss, missing data, batch size not
+        divisible by the number of devices, a resume checkpoint that does not fit).
+    """
+
+    def __init__(self, config, log=None, progress=None):
+        import mxnet as mx
+
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.config = config.validate()
+        self.log = log or logging.getLogger("gluon_face.training")
+        self.progress = progress
+        cfg = self.config
+
+        from .embed import parse_ctx
+
+        self.ctx = parse_ctx(cfg.ctx)
+        if cfg.amp:
+            self._init_amp(mx)
+        if cfg.batch_size % len(self.ctx):
+            raise ConfigError(f"batch_size {cfg.batch_size} does not split evenly over the "
+                              f"{len(self.ctx)} devices of --ctx {cfg.ctx}; use a multiple of "
+                              f"{len(self.ctx)}")
+        self.kvstore, self.rank, self.num_workers = self._make_kvstore()
+        self.is_writer = self.rank == 0
+
+        self._open_data()
+        self._build_model(mx)
+        self.scheduler = None
+        self._build_trainer()
+        self.step = 0
+        self.best_score = None
+        self.history = []
+        self.last_results = {}
+        if cfg.resume:
+            self._resume(cfg.resume)
+
+    # ------------------------------------------------------------------ setup
+    def _make_kvstore(self):
+        import mxnet as mx
+
+        kind = self.config.kvstore
+        if not kind.startswith("dist"):
+            return kind, 0, 1
+        if "DMLC_ROLE" not in os.environ:
+            raise ConfigError(f"kvstore {kind} needs the DMLC_* environment of a distributed "
+                              "launch (mxnet/tools/launch.py); DMLC_ROLE is not set")
+        kv = mx.kv.create(kind)
+        return kv, kv.rank, kv.num_workers
+
+    def _open_data(self):
+        from ..data import FaceRecordDataset, FaceTransform, load_bin
+
+        cfg = self.config
+        if cfg.data_dir is None:
+            from ..data import demo_data_dir
+
+            data_dir = demo_data_dir()
+        else:
+            data_dir = os.path.abspath(os.path.expanduser(cfg.data_dir))
+        if not os.path.isdir(data_dir):
+            raise ConfigError(f"data_dir {data_dir}: no such folder")
+        rec = os.path.join(data_dir, "train.rec")
+        if not os.path.isfile(rec):
+            raise ConfigError(f"data_dir {data_dir} has no train.rec (expected insightface's "
+                              "layout: train.rec, train.idx, property, *.bin)")
+        self.data_dir = data_dir
+        self.dataset = FaceRecordDataset(rec)
+        self.num_classes = int(self.dataset.num_classes)
+        data_size = tuple(int(s) for s in self.dataset.image_size)
+        self.image_size = (cfg.image_size, cfg.image_size) if cfg.image_size else data_size
+        resize = self.image_size if self.image_size != data_size else None
+        self.transform = FaceTransform(flip=False, image_size=resize)
+        self.steps_per_epoch = batches_per_epoch(len(self.dataset), cfg.batch_size,
+                                                 self.num_workers)
+        if self.steps_per_epoch < 1:
+            raise ConfigError(f"batch_size {cfg.batch_size} is larger than the "
+                              f"{len(self.dataset) // self.num_workers} training images "
+                              f"per worker in {rec}")
+        self.val_sets = {}
+        if self.is_writer:
+            for name, path in find_val_targets(data_dir, cfg.val_targets):
+                images, issame = load_bin(path, image_size=self.image_size)
+                self.val_sets[name] = (images, issame)
+        if cfg.best_target is not None and self.is_writer \
+                and cfg.best_target not in self.val_sets:
+            raise ConfigError(f"best_target {cfg.best_target!r} is not a verification set "
+                              f"of this run ({', '.join(self.val_sets) or 'none'})")
+
+    def _model_spec(self):
+        cfg = self.config
+        size = self.image_size[0] if self.image_size[0] == self.image_size[1] \
+            else list(self.image_size)
+        kwargs = dict(emb_size=cfg.emb_size, use_dropout=cfg.use_dropout,
+                      act_type=cfg.act_type, image_size=size)
+        kwargs.update(cfg.model_kwargs)
+        head_kwargs = {k: getattr(cfg, k) for k in _HEAD_MARGIN_KEYS
+                       if getattr(cfg, k) is not None}
+        head_kwargs.update(cfg.head_kwargs)
+        return {"name": cfg.network, "kwargs": kwargs}, {"name": cfg.loss, "kwargs": head_kwargs}
+
+    def _build_model(self, mx):
+        from mxnet import gluon
+
+        from ..heads import CenterLoss, SoftmaxCrossEntropyLoss, get_head
+
+        cfg = self.config
+        self.model_spec, self.head_spec = self._model_spec()
+        self.backbone = build_backbone(cfg.network, **self.model_spec["kwargs"])
+        self.head = get_head(cfg.loss, cfg.emb_size, self.num_classes,
+                             **self.head_spec["kwargs"])
+        mx.random.seed(cfg.seed)
+        self.backbone.initialize(
+            mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2), ctx=self.ctx)
+        self.head.initialize(mx.init.Normal(0.01), ctx=self.ctx)
+        self.loss_fn = SoftmaxCrossEntropyLoss(ls_eps=cfg.label_smoothing)
+        self.center = None
+        if cfg.center_loss_weight > 0:
+            self.center = CenterLoss(self.num_classes, cfg.emb_size, alpha=cfg.center_loss_alpha)
+            self.center.initialize(ctx=self.ctx)
+        if cfg.freeze_bn:
+            for block in _walk(self.backbone):
+                if isinstance(block, gluon.nn.BatchNorm):
+                    block._kwargs["use_global_stats"] = True
+        self._warm_up_shapes()
+        if cfg.hybridize:
+            self.backbone.hybridize(static_alloc=True, static_shape=True)
+            self.head.hybridize(static_alloc=True, static_shape=True)
+            self.loss_fn.hybridize()
+
+    def _init_amp(self, mx):
+        # mxnet.contrib.amp.init() rewrites the legacy mx.nd / mx.sym operator namespaces;
+        # the numpy-mode operators our HybridBlocks call are left in float32 (measured:
+        # no amp_cast in the hybridized graph after amp.init), so AMP would be a no-op.
+        raise ConfigError("amp: MXNet 1.9.1's mxnet.contrib.amp converts legacy (mx.nd/mx.sym) "
+                          "operators only; gluon_face's numpy-mode networks would silently stay "
+                          "float32, so --amp is refused rather than ignored")
+
+    def _warm_up_shapes(self):
+        """Finish deferred initialisation with one forward pass per device."""
+        from mxnet import np
+
+        for ctx in self.ctx:
+            x = np.zeros((2, 3) + tuple(self.image_size), ctx=ctx)
+            emb = self.backbone(x)
+            self.head(emb, np.zeros((2,), ctx=ctx))
+            if self.center is not None:
+                self.center(emb, np.zeros((2,), ctx=ctx))
+
+    def _params(self):
+        params = list(self.backbone.collect_params().values()) + \
+            list(self.head.collect_params().values())
+        return [p for p in params if p.grad_req != "null"]
+
+    def _build_trainer(self):
+        from mxnet import gluon
+
+        cfg = self.config
+        name, opt_params = build_optimizer(cfg, self.steps_per_epoch)
+        self.scheduler = opt_params["lr_scheduler"]
+        update_on_kvstore = None if cfg.kvstore == "dist_async" else False
+        self.trainer = gluon.Trainer(self._params(), name, opt_params, kvstore=self.kvstore,
+                                     update_on_kvstore=update_on_kvstore)
+
+    def _resume(self, path):
+        cfg = self.config
+        state = load_checkpoint_state(path)
+        check_compatible(state, self.model_spec, self.head_spec, self.num_classes)
+        folder = state["folder"]
+        load_params(self.backbone, os.path.join(folder, "backbone.params"), self.ctx)
+        load_params(self.head, os.path.join(folder, "head.params"), self.ctx)
+        center_file = os.path.join(folder, "center.params")
+        if self.center is not None and os.path.isfile(center_file):
+            load_params(self.center, center_file, self.ctx)
+        self.trainer.load_states(os.path.join(folder, "trainer.states"))
+        optimizer = self.trainer.optimizer
+        # the schedule comes from this run's config; its position from the saved counter
+        optimizer.lr_scheduler = build_lr_scheduler(cfg, self.steps_per_epoch)
+        self.scheduler = optimizer.lr_scheduler
+        self.step = int(state["step"])
+        if optimizer.num_update != self.step:
+            self.log.warning("optimizer update count %d differs from the checkpoint's step "
+                             "%d; using the step", optimizer.num_update, self.step)
+            optimizer.num_update = self.step
+        self.best_score = state.get("best_score")
+        self.history = [row for row in _read_history(self._out(METRICS_CSV))
+                        if _as_int(row.get("step")) <= self.step]
+        self.log.info("resumed from %s at step %d (epoch %d)", folder, self.step,
+                      self.step // self.steps_per_epoch)
+
+    # ------------------------------------------------------------------ helpers
+    def _out(self, *parts):
+        return os.path.join(self.config.output, *parts)
+
+    def _state(self):
+        return {"epoch": self.step // self.steps_per_epoch, "step": self.step,
+                "best_score": self.best_score,
+                "best_target": self._best_target(),
+                "model": self.model_spec, "head": self.head_spec,
+                "num_classes": self.num_classes, "emb_size": self.config.emb_size,
+                "image_size": list(self.image_size), "steps_per_epoch": self.steps_per_epoch,
+                "rng": {"seed": self.config.seed,
+                        "scheme": "data order from (seed, epoch); mxnet seeded from "
+                                  "(seed, step) before each step"},
+                "verification": {k: v["flip"].as_dict() if hasattr(v["flip"], "as_dict")
+                                 else None for k, v in self.last_results.items()}}
+
+    def _best_target(self):
+        if self.config.best_target:
+            return self.config.best_target
+        return next(iter(self.val_sets), None)
+
+    def _check_weights_finite(self):
+        """Raise :class:`TrainingDiverged` if any weight is NaN or infinite."""
+        for name, param in self.backbone.collect_params().items() | \
+                self.head.collect_params().items():
+            if not math.isfinite(float(param.data(self.ctx[0]).sum().item())):
+                last = self._out("checkpoints", "last")
+                kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
+                    "no checkpoint was saved yet"
+                raise TrainingDiverged(
+                    f"weights are not finite ({name}) after step {self.step} (epoch "
+                    f"{self.epoch_of(self.step - 1)}); not saved; {kept}. Try a lower --lr or "
+                    "a longer --warmup-epochs")
+
+    def save(self, which="last"):
+        """Write the full state to ``<output>/checkpoints/<which>``; returns the folder.
+
+        Raises
+        ------
+        TrainingDiverged
+            If a weight is not finite (nothing is written then).
+        """
+        self._check_weights_finite()
+        folder = self._out("checkpoints", which)
+        state = self._state()
+        save_checkpoint(folder, self.backbone, self.head, self.trainer, _jsonable(state),
+                        self.config.to_yaml(), center=self.center)
+        return folder
+
+    def _step_seed(self):
+        return (self.config.seed * 1000003 + self.step) % (2 ** 31 - 1)
+
+    def train_step(self, data, label):
+        """One optimisation step on a host batch; returns the mean loss (float).
+
+        Raises
+        ------
+        TrainingDiverged
+            If the loss is not finite; no update is applied then.
+        """
+        import mxnet as mx
+        from mxnet import autograd
+        from mxnet.gluon.utils import split_and_load
+
+        mx.random.seed(self._step_seed())
+        xs = split_and_load(data, self.ctx, even_split=True)
+        ys = split_and_load(label, self.ctx, even_split=True)
+        weight = self.config.center_loss_weight
+        losses = []
+        with autograd.record():
+            for x, y in zip(xs, ys):
+                emb = self.backbone(x)
+                loss = self.loss_fn(self.head(emb, y), y)
+                if self.center is not None:
+                    loss = loss + weight * self.center(emb, y)
+                losses.append(loss)
+        autograd.backward(losses)
+        total = sum(float(l.sum().item()) for l in losses)
+        value = total / len(data)
+        if not math.isfinite(value):
+            last = self._out("checkpoints", "last")
+            kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
+                "no checkpoint was saved yet"
+            raise TrainingDiverged(
+                f"loss is {value} at step {self.step + 1} (epoch {self.epoch_of(self.step)}); "
+                f"stopped before updating the weights; {kept}. Try a lower --lr or a longer "
+                "--warmup-epochs")
+        self.trainer.step(len(data) * self.num_workers)
+        self.step += 1
+        return value
+
+    def epoch_of(self, step):
+        """1-based epoch that global step ``step + 1`` belongs to."""
+        return step // self.steps_per_epoch + 1
+
+    def evaluate(self):
+        """Verification on every ``.bin`` set: name -> evaluate_bin result dict."""
+        from .embed import evaluate_bin
+
+        results = {}
+        if self.val_sets:
+            self._check_weights_finite()
+        for name, (images, issame) in self.val_sets.items():
+            bar = None
+            if self.progress is not None:
+                bar = self.progress(total=4 * len(issame), desc=f"verify {name}")
+            try:
+                res = evaluate_bin(self.backbone, images, issame, ctx_list=self.ctx,
+                                   batch_size=self.config.eval_batch_size,
+                                   progress=bar.update if bar is not None else None)
+            except ValueError as err:
+                if "NaN" not in str(err) and "infinite" not in str(err):
+                    raise
+                last = self._out("checkpoints", "last")
+                kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
+                    "no checkpoint was saved yet"
+                raise TrainingDiverged(
+                    f"the embeddings of {name} are not finite after step {self.step} (epoch "
+                    f"{self.epoch_of(self.step - 1)}); not saved; {kept}. Try a lower --lr "
+                    "or a longer --warmup-epochs") from None
+            finally:
+                if bar is not None:
+                    bar.close()
+            results[name] = res
+            flip, noflip = res["flip"], res["noflip"]
+            self.log.info("verify %s (%d pairs): accuracy %.4f +- %.4f (no flip %.4f), "
+                          "VAL %.4f @ FAR %.4f, AUC %.4f", name, res["pairs"], flip.accuracy,
+                          flip.accuracy_std, noflip.accuracy, flip.val, flip.far, flip.auc)
+        self.last_results = results
+        return results
+
+    def _record(self, row):
+        self.history.append(row)
+        if self.is_writer:
+            _write_history(self._out(METRICS_CSV), self.history)
+
+    def _evaluate_and_save(self):
+        results = self.evaluate() if self.val_sets else {}
+        row = {"step": self.step, "epoch": self.step / self.steps_per_epoch}
+        for name, res in results.items():
+            row[f"{name}_acc"] = res["flip"].accuracy
+            row[f"{name}_acc_noflip"] = res["noflip"].accuracy
+        if results:
+            self._record(row)
+        improved = False
+        target = self._best_target()
+        if target in results:
+            score = results[target]["flip"].accuracy
+            if self.best_score is None or score > self.best_score:
+                self.best_score, improved = score, True
+        if self.is_writer:
+            last = self.save("last")
+            if improved:
+                copy_checkpoint(last, self._out("checkpoints", "best"))
+                self.log.info("new best %s accuracy %.4f: saved %s", target, self.best_score,
+                              self._out("checkpoints", "best"))
+            self._plot(results)
+        return results
+
+    def _plot(self, results):
+        from ..evaluation import plot_curves, plot_roc
+
+        try:
+            if self.history:
+                plot_curves(_columns(self.history), path=self._out("curves.png"),
+                            title=f"{self.config.network} + {self.config.loss}")
+            if results:
+                plot_roc({k: v["flip"] for k, v in results.items()}, path=self._out("roc.png"),
+                         title=f"ROC at step {self.step}")
+        except (ValueError, OSError) as err:  # a figure never stops training
+            self.log.warning("could not draw the plots: %s", err)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self):
+        """Train until ``epochs`` (or ``max_steps``) are done, Ctrl-C, or divergence.
+
+        Returns
+        -------
+        dict
+            ``status`` ('finished', 'max_steps' or 'interrupted'), ``step``,
+            ``epoch``, ``first_loss``, ``last_loss``, ``best_score``,
+            ``best_target``, ``verification`` {name: accuracy}, ``seconds``,
+            ``output``, ``checkpoint``.
+
+        Raises
+        ------
+        TrainingDiverged
+            On a NaN or infinite loss (the last good checkpoint is kept).
+        """
+        from mxnet import gluon
+
+        cfg = self.config
+        if self.is_writer:
+            os.makedirs(cfg.output, exist_ok=True)
+            cfg.to_yaml(self._out("config.yaml"))
+        spe = self.steps_per_epoch
+        total = cfg.epochs * spe
+        end = min(total, cfg.max_steps) if cfg.max_steps else total
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(cfg.model_kwargs.items()))
+        self.log.info(
+            "training %s%s + %s on %s: %d images, %d classes, %dx%d, batch %d on %s "
+            "(kvstore %s, worker %d/%d), %d steps/epoch, %d epochs", cfg.network,
+            f"({extra})" if extra else "", cfg.loss,
+            self.data_dir, len(self.dataset), self.num_classes, self.image_size[0],
+            self.image_size[1], cfg.batch_size, ",".join(str(c) for c in self.ctx), cfg.kvstore,
+            self.rank, self.num_workers, spe, cfg.epochs)
+        dataset = FlipDataset(self.dataset, self.transform)
+        stop = _StopFlag()
+        status = "finished"
+        first_loss = last_loss = None
+        started = time.time()
+        window_start, window_steps, window_loss = time.time(), 0, 0.0
+        saved_at = None
+        with stop.installed():
+            while self.step < end:
+                epoch = self.step // spe
+                sampler = EpochBatches(len(self.dataset), cfg.batch_size, epoch, seed=cfg.seed,
+                                       flip=cfg.flip, start=self.step - epoch * spe,
+                                       part=self.rank, num_parts=self.num_workers)
+                loader = gluon.data.DataLoader(dataset, batch_sampler=sampler,
+                                               batchify_fn=_batchify,
+                                               num_workers=cfg.num_workers)
+                for data, label in loader:
+                    loss = self.train_step(data, label)
+                    first_loss = loss if first_loss is None else first_loss
+                    last_loss = loss
+                    window_steps += 1
+                    window_loss += loss
+                    if self.step % cfg.log_interval == 0 or self.step == end:
+                        now = time.time()
+                        speed = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
+                        eta = (end - self.step) * (now - window_start) / window_steps
+                        lr = self.trainer.learning_rate
+                        self.log.info("epoch %d/%d step %d/%d | loss %.4f | lr %.5f | "
+                                      "%.1f samples/s | ETA %s", self.epoch_of(self.step - 1),
+                                      cfg.epochs, self.step, end, window_loss / window_steps,
+                                      lr, speed, _fmt_seconds(eta))
+                        self._record({"step": self.step, "epoch": self.step / spe, "lr": lr,
+                                      "loss": window_loss / window_steps,
+                                      "samples_per_sec": speed})
+                        window_start, window_steps, window_loss = time.time(), 0, 0.0
+                    epoch_end = self.step % spe == 0
+                    if epoch_end or (cfg.verbose and self.step % cfg.verbose == 0):
+                        self._evaluate_and_save()
+                        saved_at = self.step
+                        window_start = time.time()  # evaluation time is not training speed
+                    if stop.requested or self.step >= end:
+                        break
+                if stop.requested:
+                    status = "interrupted"
+                    break
+            if status == "finished" and end < total:
+                status = "max_steps"
+            if self.is_writer and saved_at != self.step:
+                self.save("last")
+        if status == "interrupted":
+            self.log.warning("interrupted at step %d: saved %s; continue with --resume %s",
+                             self.step, self._out("checkpoints", "last"), cfg.output)
+        summary = {
+            "status": status, "step": self.step, "epoch": self.step / spe,
+            "first_loss": first_loss, "last_loss": last_loss,
+            "best_score": self.best_score, "best_target": self._best_target(),
+            "verification": {k: v["flip"].accuracy for k, v in self.last_results.items()},
+            "seconds": time.time() - started, "output": os.path.abspath(cfg.output),
+            "checkpoint": self._out("checkpoints", "last") if self.is_writer else None,
+        }
+        return summary
+
+
+def train(config, log=None, progress=None):
+    """Train with ``config``; see :class:`FaceTrainer` and :meth:`FaceTrainer.fit`.
+
+    Returns the summary dict of :meth:`FaceTrainer.fit`.
+    """
+    return FaceTrainer(config, log=log, progress=progress).fit()
+
+
+# ----------------------------------------------------------------------------- utilities
+def _walk(block):
+    yield block
+    for child in block._children.values():
+        yield from _walk(child)
+
+
+def _fmt_seconds(seconds):
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, onp.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, onp.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _columns(rows):
+    keys = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    return {k: [row.get(k) for row in rows] for k in keys}
+
+
+def _write_history(path, rows):
+    keys = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    with atomic_open(path, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in keys})
+
+
+def _read_history(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for row in rows:
+        parsed = {}
+        for k, v in row.items():
+            if v in ("", None):
+                continue
+            try:
+                parsed[k] = float(v)
+            except ValueError:
+                parsed[k] = v
+        out.append(parsed)
+    return out
+
+
+def _as_int(value):
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,210 @@
+"""tools/evaluate.py, tools/extract.py and tools/export_onnx.py, called through main([...]).
+
+A real (tiny) checkpoint is written with the trainer's own ``save_checkpoint``:
+a FaceResNet-18 with 8 channels per stage at 32x32 and an 8-d embedding.
+"""
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import mxnet as mx
+import numpy as onp
+import pytest
+from mxnet import np
+from PIL import Image
+
+from gluon_face.data import FaceTransform, load_bin, write_bin, write_face_rec
+from gluon_face.heads import get_head
+from gluon_face.training.checkpoint import build_backbone, load_model, save_checkpoint
+from gluon_face.training.embed import evaluate_bin, extract_embeddings
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE, EMB, CLASSES = 32, 8, 3
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+evaluate = load_tool("evaluate")
+extract = load_tool("extract")
+export_tool = load_tool("export_onnx")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    model = {"name": "faceresnet18",
+             "kwargs": {"channels": [8, 8, 8, 8, 8], "emb_size": EMB, "image_size": SIZE}}
+    backbone = build_backbone(model["name"], **model["kwargs"])
+    backbone.initialize(mx.init.Xavier())
+    head = get_head("arcface", EMB, CLASSES)
+    head.initialize(mx.init.Normal(0.1))
+    head(backbone(np.zeros((2, 3, SIZE, SIZE))), np.array([0, 1]))
+    state = {"epoch": 1, "step": 10, "best_score": None, "model": model,
+             "head": {"name": "arcface", "kwargs": {}}, "num_classes": CLASSES,
+             "image_size": [SIZE, SIZE], "emb_size": EMB}
+    save_checkpoint(str(out / "checkpoints" / "last"), backbone, head, None, state, "seed: 0\n")
+    return str(out)
+
+
+def random_images(rng, n, size=SIZE):
+    return rng.randint(0, 256, size=(n, size, size, 3)).astype(onp.uint8)
+
+
+def one_line_error(capsys, prog, *words):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"{prog}: error: ")
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, (w, err)
+    return err
+
+
+# ---------------------------------------------------------------- evaluate
+@pytest.fixture(scope="module")
+def bins(tmp_path_factory):
+    rng = onp.random.RandomState(0)
+    folder = tmp_path_factory.mktemp("bins")
+    paths = []
+    for name, pairs in (("lfw", 20), ("cfp_fp", 12)):
+        images = random_images(rng, 2 * pairs)
+        images[1::2][:pairs // 2] = images[0::2][:pairs // 2]  # half the pairs identical
+        path = folder / f"{name}.bin"
+        write_bin(str(path), images, [True] * (pairs // 2) + [False] * (pairs - pairs // 2),
+                  fmt="png")
+        paths.append(str(path))
+    return paths
+
+
+def test_evaluate_table_and_json(checkpoint, bins, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    assert evaluate.main([checkpoint, "--bin", *bins, "--json", str(out), "--no-progress",
+                          "--batch-size", "7"]) == 0
+    text = capsys.readouterr().out
+    assert "faceresnet18" in text and "lfw" in text and "cfp_fp" in text
+    report = json.loads(out.read_text())
+    rows = {r["target"]: r for r in report["results"]}
+    assert rows["lfw"]["pairs"] == 20 and rows["cfp_fp"]["pairs"] == 12
+    # identical pairs at distance 0: the flip-free accuracy is a real number, not 0.0
+    assert rows["lfw"]["accuracy_noflip"] >= 0.5
+    # the numbers are the library's, on the checkpoint's network
+    net, _, _ = load_model(checkpoint)
+    images, issame = load_bin(bins[0])
+    want = evaluate_bin(net, images, issame, transform=FaceTransform(flip=False))
+    assert rows["lfw"]["accuracy"] == pytest.approx(want["flip"].accuracy)
+    assert rows["lfw"]["accuracy_noflip"] == pytest.approx(want["noflip"].accuracy)
+    assert rows["lfw"]["val"] == pytest.approx(want["flip"].val)
+
+
+def test_evaluate_data_dir(checkpoint, bins, capsys):
+    folder = str(Path(bins[0]).parent)
+    assert evaluate.main([checkpoint, "--data-dir", folder, "--no-progress",
+                          "--nfolds", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(1 for line in lines if line.startswith(("lfw", "cfp_fp"))) == 2
+
+
+def test_evaluate_bad_inputs(checkpoint, bins, tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert evaluate.main([str(missing), "--bin", bins[0]]) == 1
+    one_line_error(capsys, "evaluate", str(missing))
+    assert evaluate.main([checkpoint, "--bin", str(tmp_path / "no.bin")]) == 1
+    one_line_error(capsys, "evaluate", "no.bin")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"this is not a pickle")
+    assert evaluate.main([checkpoint, "--bin", str(junk), "--no-progress"]) == 1
+    one_line_error(capsys, "evaluate", "junk.bin")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert evaluate.main([checkpoint, "--data-dir", str(empty)]) == 1
+    one_line_error(capsys, "evaluate", "no *.bin")
+    assert evaluate.main([checkpoint, "--bin", bins[0], "--ctx", "tpu"]) == 1
+    one_line_error(capsys, "evaluate", "tpu")
+
+
+# ---------------------------------------------------------------- extract
+def test_extract_folder(checkpoint, tmp_path, capsys):
+    rng = onp.random.RandomState(1)
+    src = tmp_path / "faces"
+    images = random_images(rng, 5)
+    names = ["p1/a.png", "p1/b.png", "p2/a.png", "p2/c.png", "z.png"]
+    for name, image in zip(names, images):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(src / name)
+    out = tmp_path / "gallery.npy"
+    assert extract.main([checkpoint, str(src), str(out), "--flip", "--no-progress",
+                         "--batch-size", "2"]) == 0
+    assert "5 x 8" in capsys.readouterr().out
+    emb = onp.load(out)
+    assert emb.shape == (5, EMB) and emb.dtype == onp.float32
+    onp.testing.assert_allclose(onp.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    assert (tmp_path / "gallery.paths.txt").read_text().splitlines() == names
+    net, _, _ = load_model(checkpoint)
+    want = extract_embeddings(net, images, flip=True, transform=FaceTransform(flip=False))
+    onp.testing.assert_allclose(emb, want, rtol=1e-5, atol=1e-6)
+
+
+def test_extract_rec(checkpoint, tmp_path):
+    rng = onp.random.RandomState(2)
+    images = random_images(rng, 6)
+    labels = [0, 0, 1, 1, 1, 2]
+
+    def png(image):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        return buf.getvalue()
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_face_rec(str(data / "train"), [(lab, png(im)) for lab, im in zip(labels, images)],
+                   (SIZE, SIZE))
+    out = tmp_path / "train_emb.npy"
+    assert extract.main([checkpoint, str(data), str(out), "--no-normalize",
+                         "--no-progress"]) == 0
+    emb = onp.load(out)
+    onp.testing.assert_array_equal(onp.load(tmp_path / "train_emb.labels.npy"), labels)
+    net, _, _ = load_model(checkpoint)
+    want = extract_embeddings(net, images, normalize=False, transform=FaceTransform(flip=False))
+    onp.testing.assert_allclose(emb, want, rtol=1e-5, atol=1e-6)
+
+
+def test_extract_bad_inputs(checkpoint, tmp_path, capsys):
+    out = tmp_path / "x.npy"
+    assert extract.main([checkpoint, str(tmp_path / "missing.rec"), str(out)]) == 1
+    one_line_error(capsys, "extract", "missing.rec")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert extract.main([checkpoint, str(empty), str(out)]) == 1
+    one_line_error(capsys, "extract", "no image files")
+    (empty / "a.png").write_bytes(b"not a png")
+    assert extract.main([checkpoint, str(empty), str(out), "--no-progress"]) == 1
+    one_line_error(capsys, "extract", "a.png")
+    assert extract.main([str(tmp_path / "nockpt"), str(empty), str(out)]) == 1
+    one_line_error(capsys, "extract", "nockpt")
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- export_onnx
+def test_export_onnx_tool(checkpoint, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "r18.onnx"
+    assert export_tool.main([checkpoint, str(out), "--batch-size", "2", "--trials", "2"]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and "max |diff|" in text and "(2, 8)" in text
+
+
+def test_export_onnx_bad_inputs(checkpoint, tmp_path, capsys):
+    out = tmp_path / "x.onnx"
+    assert export_tool.main([str(tmp_path / "nockpt"), str(out)]) == 1
+    one_line_error(capsys, "export_onnx", "nockpt")
+    assert export_tool.main([checkpoint, str(out), "--ctx", "cpu:0,1"]) == 1
+    one_line_error(capsys, "export_onnx", "one device")
+    assert export_tool.main([checkpoint, str(out), "--atol", "-1"]) == 1
+    one_line_error(capsys, "export_onnx", "onnxruntime differs")
+    assert not out.exists()
