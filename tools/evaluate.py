@@ -16,23 +16,14 @@ import sys
 from mxnet.base import MXNetError
 from tqdm import tqdm
 
+from gluon_face._cli import checkpoint_image_size, error_line
 from gluon_face._io import atomic_open
 from gluon_face.training.embed import evaluate_bin, parse_ctx
 
 
 def _error(err):
-    text = str(err).strip().splitlines()
-    print(f"evaluate: error: {text[0] if text else type(err).__name__}", file=sys.stderr)
+    print(error_line("evaluate", err), file=sys.stderr)
     return 1
-
-
-def _image_size(state):
-    """(H, W) the checkpoint's backbone was trained at (state.json's image_size)."""
-    size = state.get("image_size")
-    if not isinstance(size, (list, tuple)) or len(size) != 2:
-        raise ValueError(f"{state.get('folder', 'checkpoint')}: state.json has no valid "
-                         f"image_size (got {size!r})")
-    return tuple(int(s) for s in size)
 
 
 def _parse(argv):
@@ -97,7 +88,7 @@ def main(argv=None):
         ctx_list = parse_ctx(args.ctx)
         files = _bin_files(args)
         net, _head, state = load_model(args.checkpoint, ctx=ctx_list)
-        transform = FaceTransform(flip=False, image_size=_image_size(state))
+        transform = FaceTransform(flip=False, image_size=checkpoint_image_size(state))
         rows = []
         for path in files:
             images, issame = load_bin(path)  # bad files: PairsFormatError (a ValueError)
@@ -110,13 +101,13 @@ def main(argv=None):
     except (ValueError, OSError, ImportError, MXNetError) as err:
         return _error(err)
     model = state.get("model", {})
-    size = "x".join(map(str, _image_size(state)))
+    size = "x".join(map(str, checkpoint_image_size(state)))
     print(f"checkpoint {args.checkpoint}  model {model.get('name', '?')}  image_size {size}  "
           f"emb_size {state.get('emb_size', '?')}")
     print(format_table(rows))
     if args.json:
         report = {"checkpoint": args.checkpoint, "model": model,
-                  "image_size": list(_image_size(state)), "nfolds": args.nfolds,
+                  "image_size": list(checkpoint_image_size(state)), "nfolds": args.nfolds,
                   "results": rows}
         try:
             with atomic_open(args.json, "w") as f:

@@ -18,23 +18,14 @@ os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 from mxnet.base import MXNetError  # noqa: E402
 
+from gluon_face._cli import checkpoint_image_size, error_line  # noqa: E402
 from gluon_face.export import OnnxMismatchError, export_onnx  # noqa: E402
 from gluon_face.training.embed import parse_ctx  # noqa: E402
 
 
 def _error(err):
-    text = str(err).strip().splitlines()
-    print(f"export_onnx: error: {text[0] if text else type(err).__name__}", file=sys.stderr)
+    print(error_line("export_onnx", err), file=sys.stderr)
     return 1
-
-
-def _image_size(state):
-    """(H, W) the checkpoint's backbone was trained at (state.json's image_size)."""
-    size = state.get("image_size")
-    if not isinstance(size, (list, tuple)) or len(size) != 2:
-        raise ValueError(f"{state.get('folder', 'checkpoint')}: state.json has no valid "
-                         f"image_size (got {size!r})")
-    return tuple(int(s) for s in size)
 
 
 def _parse(argv):
@@ -65,7 +56,7 @@ def main(argv=None):
         if len(ctx_list) != 1:
             raise ValueError(f"--ctx {args.ctx}: export runs on one device")
         net, _head, state = load_model(args.checkpoint, ctx=ctx_list)
-        report = export_onnx(net, args.out, _image_size(state),
+        report = export_onnx(net, args.out, checkpoint_image_size(state),
                              batch_size=args.batch_size, ctx=ctx_list[0], atol=args.atol,
                              trials=args.trials)
     except (OnnxMismatchError, ValueError, OSError, ImportError, MXNetError) as err:

@@ -17,23 +17,14 @@ import numpy as onp
 from mxnet.base import MXNetError
 from tqdm import tqdm
 
+from gluon_face._cli import checkpoint_image_size, error_line
 from gluon_face._io import atomic_open
 from gluon_face.training.embed import ImageFiles, extract_embeddings, find_images, parse_ctx
 
 
 def _error(err):
-    text = str(err).strip().splitlines()
-    print(f"extract: error: {text[0] if text else type(err).__name__}", file=sys.stderr)
+    print(error_line("extract", err), file=sys.stderr)
     return 1
-
-
-def _image_size(state):
-    """(H, W) the checkpoint's backbone was trained at (state.json's image_size)."""
-    size = state.get("image_size")
-    if not isinstance(size, (list, tuple)) or len(size) != 2:
-        raise ValueError(f"{state.get('folder', 'checkpoint')}: state.json has no valid "
-                         f"image_size (got {size!r})")
-    return tuple(int(s) for s in size)
 
 
 def _parse(argv):
@@ -103,7 +94,7 @@ def main(argv=None):
             images = ImageFiles(paths, root=args.src)
         else:
             raise FileNotFoundError(f"{args.src}: neither an image folder nor a .rec file")
-        transform = FaceTransform(flip=False, image_size=_image_size(state))
+        transform = FaceTransform(flip=False, image_size=checkpoint_image_size(state))
         total = len(images) * (2 if args.flip else 1)
         with tqdm(total=total, desc="extract", unit="img", file=sys.stderr,
                   disable=args.no_progress) as bar:
