@@ -4,12 +4,18 @@ Layout of ``<output>/checkpoints/last/`` (and ``best/``, a copy taken when the
 verification score improves)::
 
     backbone.params   backbone parameters (gluon save_parameters)
-    head.params       head parameters (class centres)
+    head.params       head parameters (class centres); a model-parallel head
+                      (gluon_face.parallel) writes its gathered centres under
+                      fc7_weight, the key of a single-device ArcMarginBlock
+    head.states       only with a model-parallel head: its own optimizer state
+                      (momentum / moments, update counts) and the Partial FC
+                      sampler's generator state
     center.params     center-loss centres (only with --center-loss-weight > 0)
     trainer.states    optimizer state: momentum / Adam moments, the update
                       counter num_update (= the schedule position) and the schedule
     state.json        epoch, step, best_score, model {name, kwargs}, head {name, kwargs},
-                      num_classes, image_size, emb_size, rng
+                      num_classes, image_size, emb_size, rng; head['parallel']
+                      = {'sample_rate': r} marks a model-parallel head
     config.yaml       the resolved TrainConfig of the run
 
 A checkpoint is written into a hidden temporary folder beside its destination
@@ -122,7 +128,8 @@ def _write_folder(folder, writers):
         raise
 
 
-def save_checkpoint(folder, backbone, head, trainer, state, config_yaml, center=None):
+def save_checkpoint(folder, backbone, head, trainer, state, config_yaml, center=None,
+                    head_states=False):
     """Write a complete checkpoint into ``folder`` (replacing it atomically).
 
     Parameters
@@ -138,6 +145,9 @@ def save_checkpoint(folder, backbone, head, trainer, state, config_yaml, center=
         The resolved configuration as YAML text.
     center : mxnet.gluon.Block, optional
         Center-loss block whose centres are saved as ``center.params``.
+    head_states : bool, default False
+        ``head`` owns its optimizer (a :class:`gluon_face.parallel.ShardedMarginHead`):
+        its ``save_states`` output becomes ``head.states``.
     """
     def dump_json(path):
         with open(path, "w") as f:
@@ -153,6 +163,8 @@ def save_checkpoint(folder, backbone, head, trainer, state, config_yaml, center=
         writers["center.params"] = center.save_parameters
     if trainer is not None:
         writers["trainer.states"] = trainer.save_states
+    if head_states:
+        writers["head.states"] = head.save_states
     writers["config.yaml"] = dump_text
     writers["state.json"] = dump_json  # last: its presence marks a complete folder
     _write_folder(folder, writers)
@@ -224,6 +236,10 @@ def check_compatible(state, model, head, num_classes):
         problems.append(f"network {_describe(state['model'])} vs {_describe(model)}")
     if state["head"]["name"] != head["name"]:
         problems.append(f"loss {state['head']['name']!r} vs {head['name']!r}")
+    if bool(state["head"].get("parallel")) != bool(head.get("parallel")):
+        kinds = {True: "model-parallel head", False: "single-device head"}
+        problems.append(f"{kinds[bool(state['head'].get('parallel'))]} vs "
+                        f"{kinds[bool(head.get('parallel'))]}")
     if int(state["num_classes"]) != int(num_classes):
         problems.append(f"{state['num_classes']} classes vs {num_classes}")
     if problems:
@@ -252,22 +268,27 @@ def load_model(path, ctx=None):
     backbone : mxnet.gluon.HybridBlock
         ``(B, 3, H, W) -> (B, emb_size)``; ``state['image_size']`` is its input size.
     head : mxnet.gluon.HybridBlock
-        ``(emb, labels) -> logits (B, num_classes)``.
+        ``(emb, labels) -> logits (B, num_classes)``.  For a model-parallel
+        checkpoint, the single-device :class:`~gluon_face.heads.ArcMarginBlock`
+        with the same margins (for ``softmax``/``normface``: the cosine-softmax
+        preset that the parallel head trains), holding all the class centres.
     state : dict
         The checkpoint's ``state.json`` (plus ``folder``).
     """
     import mxnet as mx
 
-    from ..heads import get_head
+    from ..heads import ArcMarginBlock, get_head
 
     state = load_checkpoint_state(path)
     folder = state["folder"]
     ctx = mx.cpu() if ctx is None else ctx
+    head_spec = state["head"]
+    build_head = ArcMarginBlock.from_preset if head_spec.get("parallel") else get_head
     try:
         backbone = build_backbone(state["model"]["name"], **state["model"].get("kwargs", {}))
-        head = get_head(state["head"]["name"], int(state["emb_size"]), int(state["num_classes"]),
-                        **state["head"].get("kwargs", {}))
-    except ValueError as err:
+        head = build_head(head_spec["name"], int(state["emb_size"]), int(state["num_classes"]),
+                          **head_spec.get("kwargs", {}))
+    except (ValueError, TypeError) as err:
         raise CheckpointError(f"{folder}: cannot rebuild its model ({err})") from None
     for block, name in ((backbone, "backbone.params"), (head, "head.params")):
         load_params(block, os.path.join(folder, name), ctx)

@@ -92,6 +92,15 @@ class TrainConfig:
     center_loss_weight: float = _opt(0.0, "weight of the center loss added to the "
                                           "cross-entropy (0: off)")
     center_loss_alpha: float = _opt(0.5, "centre update rate of the center loss")
+    model_parallel: bool = _opt(
+        False, "shard the class centres over the --ctx devices (gluon_face.parallel."
+               "ShardedMarginHead: exact softmax across shards, the head's own optimizer); "
+               "margin losses only: arcface, combined, cosface, normface, softmax (cosine "
+               "softmax), sphereface")
+    sample_rate: float = _opt(
+        1.0, "Partial FC: fraction in (0, 1] of each shard's class centres used per step "
+             "(the batch's classes plus random negatives); below 1 implies --model-parallel, "
+             "1 is the full sharded head")
     # ---------------------------------------------------------------- optimisation
     batch_size: int = _opt(64, "images per step on this machine, split evenly over --ctx")
     epochs: int = _opt(5, "training epochs")
@@ -162,7 +171,19 @@ class TrainConfig:
             raise ConfigError(f"image_size must be a multiple of 16, got {self.image_size}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.sample_rate <= 1:
+            raise ConfigError(f"sample_rate must be in (0, 1], got {self.sample_rate}")
+        if self.parallel_head and self.kvstore.startswith("dist"):
+            raise ConfigError(f"model_parallel/sample_rate: the sharded head lives on one "
+                              f"machine's --ctx devices; kvstore {self.kvstore} is not "
+                              "supported with it (use local or device)")
         return self
+
+    @property
+    def parallel_head(self):
+        """True when the run uses :mod:`gluon_face.parallel`'s head:
+        ``model_parallel`` or ``sample_rate < 1``."""
+        return bool(self.model_parallel or self.sample_rate < 1.0)
 
     @classmethod
     def field_names(cls):

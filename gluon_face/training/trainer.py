@@ -13,6 +13,17 @@ machines' gradients) through the kvstore and applies the optimiser on every
 device (``update_on_kvstore=False``, so the optimiser state lives beside the
 weights and can be checkpointed in every mode but ``dist_async``).
 
+With ``model_parallel`` (or ``sample_rate < 1``) the head is
+:func:`gluon_face.parallel.get_parallel_head`'s: the class centres are split
+over the same contexts, the cross-entropy is computed exactly across the shards
+(Partial FC: over the batch's classes plus sampled negatives), and the head's
+own optimizer (same kind, momentum, weight decay and schedule as the backbone's)
+updates them::
+
+    emb_k          = backbone(x_k)                                   # data parallel
+    losses, grads  = head.forward_backward([emb_k], [y_k])           # model parallel
+    backward([emb_k] (+ center losses), grads); trainer.step(B); head.step(B)
+
 Reproducibility: the batches of a step are a function of ``(seed, epoch)``
 (:mod:`.loader`) and MXNet's generator is re-seeded from ``(seed, step)`` before
 each step, so a resumed run repeats the uninterrupted run's losses.
@@ -34,6 +45,7 @@ from mxnet.util import use_np
 
 from .._io import atomic_open
 from .checkpoint import (
+    CheckpointError,
     build_backbone,
     check_compatible,
     copy_checkpoint,
@@ -252,13 +264,21 @@ class FaceTrainer:
 
         cfg = self.config
         self.model_spec, self.head_spec = self._model_spec()
+        self.parallel = cfg.parallel_head
         self.backbone = build_backbone(cfg.network, **self.model_spec["kwargs"])
-        self.head = get_head(cfg.loss, cfg.emb_size, self.num_classes,
-                             **self.head_spec["kwargs"])
+        if self.parallel:
+            self.head_spec["parallel"] = {"sample_rate": cfg.sample_rate}
+            self.head = self._build_parallel_head()
+        else:
+            self.head = get_head(cfg.loss, cfg.emb_size, self.num_classes,
+                                 **self.head_spec["kwargs"])
         mx.random.seed(cfg.seed)
         self.backbone.initialize(
             mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2), ctx=self.ctx)
-        self.head.initialize(mx.init.Normal(0.01), ctx=self.ctx)
+        if self.parallel:
+            self._init_parallel_head(mx)
+        else:
+            self.head.initialize(mx.init.Normal(0.01), ctx=self.ctx)
         self.loss_fn = SoftmaxCrossEntropyLoss(ls_eps=cfg.label_smoothing)
         self.center = None
         if cfg.center_loss_weight > 0:
@@ -271,8 +291,37 @@ class FaceTrainer:
         self._warm_up_shapes()
         if cfg.hybridize:
             self.backbone.hybridize(static_alloc=True, static_shape=True)
-            self.head.hybridize(static_alloc=True, static_shape=True)
+            if not self.parallel:  # the parallel head runs imperative operators per shard
+                self.head.hybridize(static_alloc=True, static_shape=True)
             self.loss_fn.hybridize()
+
+    def _build_parallel_head(self):
+        from ..parallel import get_parallel_head
+
+        cfg = self.config
+        kwargs = dict(self.head_spec["kwargs"])
+        try:
+            return get_parallel_head(cfg.loss, cfg.emb_size, self.num_classes,
+                                     ctx_list=self.ctx, sample_rate=cfg.sample_rate,
+                                     seed=cfg.seed, ls_eps=cfg.label_smoothing, **kwargs)
+        except TypeError as err:  # a head_kwargs key the parallel head does not take
+            raise ConfigError(f"model_parallel: bad head keyword ({err})") from None
+        except ValueError as err:
+            raise ConfigError(f"model_parallel: {err}") from None
+
+    def _init_parallel_head(self, mx):
+        """Class centres drawn as the single-device head draws them, then sharded.
+
+        ``Normal(0.01)`` fills one (C, E) array on the CPU, consuming MXNet's
+        generator exactly as ``head.initialize`` does in the single-device run,
+        so the same seed gives the same centres (and backbone) in both modes.
+        """
+        from mxnet import np
+
+        weight = np.zeros((self.num_classes, self.config.emb_size), ctx=mx.cpu())
+        mx.init.Normal(0.01)(mx.init.InitDesc("fc7_weight"), weight)
+        self.head.set_weight(weight)
+        del weight
 
     def _init_amp(self, mx):
         # mxnet.contrib.amp.init() rewrites the legacy mx.nd / mx.sym operator namespaces;
@@ -289,13 +338,15 @@ class FaceTrainer:
         for ctx in self.ctx:
             x = np.zeros((2, 3) + tuple(self.image_size), ctx=ctx)
             emb = self.backbone(x)
-            self.head(emb, np.zeros((2,), ctx=ctx))
+            if not self.parallel:
+                self.head(emb, np.zeros((2,), ctx=ctx))
             if self.center is not None:
                 self.center(emb, np.zeros((2,), ctx=ctx))
 
     def _params(self):
-        params = list(self.backbone.collect_params().values()) + \
-            list(self.head.collect_params().values())
+        params = list(self.backbone.collect_params().values())
+        if not self.parallel:  # the parallel head updates its centres itself
+            params += list(self.head.collect_params().values())
         return [p for p in params if p.grad_req != "null"]
 
     def _build_trainer(self):
@@ -307,6 +358,11 @@ class FaceTrainer:
         update_on_kvstore = None if cfg.kvstore == "dist_async" else False
         self.trainer = gluon.Trainer(self._params(), name, opt_params, kvstore=self.kvstore,
                                      update_on_kvstore=update_on_kvstore)
+        if self.parallel:
+            # Same optimizer kind and hyper-parameters, with its own instance of the same
+            # schedule: both optimizers count one update per step, so their lr agree.
+            _, head_params = build_optimizer(cfg, self.steps_per_epoch)
+            self.head.init_optimizer(name, head_params)
 
     def _resume(self, path):
         cfg = self.config
@@ -314,7 +370,10 @@ class FaceTrainer:
         check_compatible(state, self.model_spec, self.head_spec, self.num_classes)
         folder = state["folder"]
         load_params(self.backbone, os.path.join(folder, "backbone.params"), self.ctx)
-        load_params(self.head, os.path.join(folder, "head.params"), self.ctx)
+        if self.parallel:
+            self._resume_parallel_head(folder)
+        else:
+            load_params(self.head, os.path.join(folder, "head.params"), self.ctx)
         center_file = os.path.join(folder, "center.params")
         if self.center is not None and os.path.isfile(center_file):
             load_params(self.center, center_file, self.ctx)
@@ -328,11 +387,28 @@ class FaceTrainer:
             self.log.warning("optimizer update count %d differs from the checkpoint's step "
                              "%d; using the step", optimizer.num_update, self.step)
             optimizer.num_update = self.step
+        if self.parallel:
+            head_opt = self.head.optimizer
+            head_opt.lr_scheduler = build_lr_scheduler(cfg, self.steps_per_epoch)
+            head_opt.num_update = self.step
         self.best_score = state.get("best_score")
         self.history = [row for row in _read_history(self._out(METRICS_CSV))
                         if _as_int(row.get("step")) <= self.step]
         self.log.info("resumed from %s at step %d (epoch %d)", folder, self.step,
                       self.step // self.steps_per_epoch)
+
+    def _resume_parallel_head(self, folder):
+        params = os.path.join(folder, "head.params")
+        states = os.path.join(folder, "head.states")
+        if not os.path.isfile(states):
+            raise CheckpointError(f"cannot resume from {folder}: head.states (the "
+                                  "model-parallel head's optimizer state) is missing")
+        try:
+            self.head.load_parameters(params)
+            self.head.load_states(states)
+        except (ValueError, OSError, KeyError) as err:
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"cannot resume from {folder}: {msg}") from None
 
     # ------------------------------------------------------------------ helpers
     def _out(self, *parts):
@@ -356,11 +432,20 @@ class FaceTrainer:
             return self.config.best_target
         return next(iter(self.val_sets), None)
 
+    def _weight_sums(self):
+        """``(name, sum)`` of every weight array (a NaN or inf anywhere shows in the sum)."""
+        blocks = [self.backbone] if self.parallel else [self.backbone, self.head]
+        for block in blocks:
+            for name, param in block.collect_params().items():
+                yield name, param.data(self.ctx[0]).sum()
+        if self.parallel:
+            for k, shard in enumerate(self.head.shards):
+                yield f"fc7_weight shard {k} ({shard.ctx})", shard.weight.sum()
+
     def _check_weights_finite(self):
         """Raise :class:`TrainingDiverged` if any weight is NaN or infinite."""
-        for name, param in self.backbone.collect_params().items() | \
-                self.head.collect_params().items():
-            if not math.isfinite(float(param.data(self.ctx[0]).sum().item())):
+        for name, total in self._weight_sums():
+            if not math.isfinite(float(total.item())):
                 last = self._out("checkpoints", "last")
                 kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
                     "no checkpoint was saved yet"
@@ -381,7 +466,7 @@ class FaceTrainer:
         folder = self._out("checkpoints", which)
         state = self._state()
         save_checkpoint(folder, self.backbone, self.head, self.trainer, _jsonable(state),
-                        self.config.to_yaml(), center=self.center)
+                        self.config.to_yaml(), center=self.center, head_states=self.parallel)
         return folder
 
     def _step_seed(self):
@@ -402,16 +487,19 @@ class FaceTrainer:
         mx.random.seed(self._step_seed())
         xs = split_and_load(data, self.ctx, even_split=True)
         ys = split_and_load(label, self.ctx, even_split=True)
-        weight = self.config.center_loss_weight
-        losses = []
-        with autograd.record():
-            for x, y in zip(xs, ys):
-                emb = self.backbone(x)
-                loss = self.loss_fn(self.head(emb, y), y)
-                if self.center is not None:
-                    loss = loss + weight * self.center(emb, y)
-                losses.append(loss)
-        autograd.backward(losses)
+        if self.parallel:
+            losses = self._parallel_forward_backward(xs, ys)
+        else:
+            weight = self.config.center_loss_weight
+            losses = []
+            with autograd.record():
+                for x, y in zip(xs, ys):
+                    emb = self.backbone(x)
+                    loss = self.loss_fn(self.head(emb, y), y)
+                    if self.center is not None:
+                        loss = loss + weight * self.center(emb, y)
+                    losses.append(loss)
+            autograd.backward(losses)
         total = sum(float(l.sum().item()) for l in losses)
         value = total / len(data)
         if not math.isfinite(value):
@@ -423,8 +511,30 @@ class FaceTrainer:
                 f"stopped before updating the weights; {kept}. Try a lower --lr or a longer "
                 "--warmup-epochs")
         self.trainer.step(len(data) * self.num_workers)
+        if self.parallel:
+            self.head.step(len(data) * self.num_workers)
         self.step += 1
         return value
+
+    def _parallel_forward_backward(self, xs, ys):
+        """Backbone forward per device, the sharded head's loss and embedding gradients,
+        and the backbone's backward pass; per-device losses (B/K,)."""
+        from mxnet import autograd, np
+
+        weight = self.config.center_loss_weight
+        with autograd.record():
+            embs = [self.backbone(x) for x in xs]
+            ce, grads = self.head.forward_backward(embs, ys)
+            centers = [weight * self.center(e, y) for e, y in zip(embs, ys)] \
+                if self.center is not None else []
+        heads, head_grads = list(embs), list(grads)
+        for c in centers:
+            heads.append(c)
+            head_grads.append(np.ones_like(c))
+        autograd.backward(heads, head_grads)
+        if not centers:
+            return ce
+        return [a + b.detach() for a, b in zip(ce, centers)]
 
     def epoch_of(self, step):
         """1-based epoch that global step ``step + 1`` belongs to."""
@@ -541,6 +651,8 @@ class FaceTrainer:
             self.data_dir, len(self.dataset), self.num_classes, self.image_size[0],
             self.image_size[1], cfg.batch_size, ",".join(str(c) for c in self.ctx), cfg.kvstore,
             self.rank, self.num_workers, spe, cfg.epochs)
+        if self.parallel:
+            self.log.info("model-parallel head: %r", self.head)
         dataset = FlipDataset(self.dataset, self.transform)
         stop = _StopFlag()
         status = "finished"
