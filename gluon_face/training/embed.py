@@ -21,6 +21,7 @@ import math
 import os
 
 import numpy as onp
+from mxnet.util import use_np  # noqa: E402
 
 from .. import _mxnet  # noqa: F401  (actionable error when MXNet is missing)
 
@@ -50,6 +51,7 @@ def _as_contexts(ctx_list):
     return ctx_list
 
 
+@use_np  # the backbones are numpy-mode blocks: works whatever the caller's mode
 def embed_images(net, images, ctx_list=None, batch_size=64, flip=False, transform=None,
                  progress=None):
     """Embed raw face images with ``net``, batch by batch, over one or more devices.

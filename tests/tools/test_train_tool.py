@@ -127,3 +127,32 @@ def test_ctrl_c_saves_and_resume_continues(data_dir, tmp_path):
                               "--max-steps", str(step + 2)))
     assert rc == 0
     assert load_checkpoint_state(str(out))["step"] == step + 2
+
+
+@pytest.mark.slow
+def test_tools_chain_in_fresh_processes(data_dir, tmp_path):
+    """train -> evaluate -> extract -> export_onnx, each a new interpreter as a user runs them.
+
+    In-process tests inherit the suite's ``npx.set_np()``; a fresh process does not, which is
+    how these tools once failed for every user while their in-process tests passed.
+    """
+    def run(tool, *args):
+        cmd = [sys.executable, os.path.join(ROOT, "tools", tool), *map(str, args)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert proc.returncode == 0, f"{tool}: {proc.stderr[-2000:]}"
+        return proc.stdout
+
+    out = tmp_path / "run"
+    run("train.py", *_tiny_args(data_dir, out, "--epochs", "1"))
+    ckpt = out / "checkpoints" / "last"
+    table = run("evaluate.py", ckpt, "--bin", os.path.join(data_dir, "lfw.bin"), "--no-progress")
+    assert "lfw" in table
+    emb = tmp_path / "emb.npy"
+    run("extract.py", ckpt, os.path.join(data_dir, "train.rec"), emb, "--no-progress")
+    embeddings = onp.load(emb)
+    assert embeddings.shape == (40, 8) and onp.isfinite(embeddings).all()
+    onnx_path = tmp_path / "model.onnx"
+    pytest.importorskip("onnxruntime")
+    run("export_onnx.py", ckpt, onnx_path)
+    assert onnx_path.stat().st_size > 0
