@@ -76,7 +76,10 @@ class ArcMarginBlock(nn.HybridBlock):
     (or is opposite to) its class centre.  For :math:`a=1` the margin uses
     :math:`\cos\theta\cos m - \sin\theta\sin m` (no ``arccos``, as insightface);
     CosFace (:math:`a=1, m=0`) is :math:`s(\cos\theta_y - b)` with no
-    trigonometry at all.  The target is put back with a one-hot mask.
+    trigonometry at all.  The scale is applied to the normalised embeddings
+    before the product (bit-exact for a power-of-two ``s``), and the B target
+    logits are written into the logits with ``index_copy``: one pass over the
+    (B, C) array forward and one backward.
 
     Parameters
     ----------
@@ -190,15 +193,25 @@ class ArcMarginBlock(nn.HybridBlock):
         return super().forward(x, y)
 
     def hybrid_forward(self, F, x, y=None, fc7_weight=None):
-        cos = F.npx.fully_connected(l2_normalize(F, x), l2_normalize(F, fc7_weight),
-                                    no_bias=True, num_hidden=self.num_classes)
+        s = self.margin_s
+        # Scaling the (B, E) embeddings instead of the (B, C) cosines saves a full pass
+        # over the logits forward and backward; for s a power of two it is bit-exact.
+        logits = F.npx.fully_connected(l2_normalize(F, x) * s, l2_normalize(F, fc7_weight),
+                                       no_bias=True, num_hidden=self.num_classes)
         if self._no_margin:
-            return cos * self.margin_s
-        one_hot = F.npx.one_hot(y, self.num_classes)
-        target = self.target_logit(F, F.npx.pick(cos, y, axis=1))
-        # Multiplying by exact 0/1 masks keeps both terms bit-exact.
-        logits = cos * (1.0 - one_hot) + one_hot * F.np.expand_dims(target, axis=1)
-        return logits * self.margin_s
+            return logits
+        scaled_t = F.npx.pick(logits, y, axis=1)
+        target = self.target_logit(F, scaled_t * (1.0 / s))
+        # Write the B target logits into the flattened (B*C, 1) logits with the legacy
+        # index_copy (numpy mode has no scatter): one copy forward, one backward,
+        # instead of one-hot masks that pass several times over the (B, C) array.
+        # int64 positions: B * C passes float32's exact-integer range at 1M classes.
+        rows = F.npx.arange_like(y).astype("int64")
+        positions = rows * self.num_classes + y.astype("int64")
+        flat = F.np.reshape(logits, (-1, 1)).as_nd_ndarray()
+        out = F.contrib.index_copy(flat, positions.as_nd_ndarray(),
+                                   F.np.expand_dims(target * s, axis=1).as_nd_ndarray())
+        return F.np.reshape(out.as_np_ndarray(), (-1, self.num_classes))
 
     def __repr__(self):
         return (f"{type(self).__name__}(emb_size={self.emb_size}, "
