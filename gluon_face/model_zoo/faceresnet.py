@@ -319,3 +319,19 @@ def _factory(depth):
 
 for _depth in sorted(faceresnet_spec):
     MODELS.register("faceresnet%d" % _depth)(_factory(_depth))
+
+#: Widths (stem, stage 1..4) of ``faceresnet18-demo``: a quarter of the usual ones.
+DEMO_CHANNELS = (16, 16, 32, 64, 128)
+
+
+@MODELS.register("faceresnet18-demo")
+def faceresnet18_demo(**kwargs):
+    """FaceResNet-18 at a quarter of the width (channels 16-16-32-64-128), uninitialised.
+
+    The default training job's backbone: 0.77 M parameters at 32x32, small enough to train
+    on the built-in demo data in about a minute on two CPU cores.  Keywords as
+    :class:`FaceResNet` (emb_size, use_dropout, act_type, output, image_size,
+    in_channels).
+    """
+    block, layers, _ = faceresnet_spec[18]
+    return FaceResNet(block, layers, list(DEMO_CHANNELS), **kwargs)

@@ -24,9 +24,6 @@ _CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 OPTIMIZERS = ("sgd", "nag", "adamw")
 LR_MODES = ("step", "cosine", "poly", "linear", "constant")
-#: Widths of the default demo network: FaceResNet-18 at a quarter of the width
-#: (stem + four stages), about 1/16 of its multiply-adds.
-DEMO_CHANNELS = (16, 16, 32, 64, 128)
 KVSTORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 
 
@@ -46,8 +43,8 @@ def _list(default, help, **extra):
 class TrainConfig:
     """Every knob of :func:`gluon_face.training.train`, with its default.
 
-    The defaults are the README's default job: FaceResNet-18 at a quarter of
-    its width (``model_kwargs={'channels': [16, 16, 32, 64, 128]}``) on the
+    The defaults are the README's default job: ``faceresnet18-demo``
+    (FaceResNet-18 at a quarter of its width, channels 16-16-32-64-128) on the
     built-in 32x32 digits demo set (``data_dir=None``), CosFace head (s=64,
     b=0.35), 5 epochs of SGD with warm-up and cosine decay: a few minutes on a
     2-core CPU.  The ``ms1m-r50`` preset is the real-data counterpart.
@@ -68,13 +65,11 @@ class TrainConfig:
     flip: bool = _opt(True, "random left-right mirror of training images")
     num_workers: int = _opt(0, "DataLoader worker processes (0: decode in the main process)")
     # ---------------------------------------------------------------- model
-    network: str = _opt("faceresnet18", "backbone name (gluon_face.model_zoo.list_models())")
+    network: str = _opt("faceresnet18-demo", "backbone name (gluon_face.model_zoo.list_models())")
     emb_size: int = _opt(128, "embedding size")
-    model_kwargs: dict = field(default_factory=lambda: {"channels": list(DEMO_CHANNELS)},
-                               metadata=dict(
+    model_kwargs: dict = field(default_factory=dict, metadata=dict(
         help="extra keywords of the network: get_model's, or channels=[stem, stage1..4] for "
-             "a narrower FaceResNet (YAML mapping; on the command line KEY=VALUE,...; "
-             "{} for the full width)"))
+             "a FaceResNet of other widths (YAML mapping; on the command line KEY=VALUE,...)"))
     use_dropout: bool = _opt(False, "dropout(0.4) before the embedding layer")
     act_type: str = _opt("prelu", "activation of the backbone (prelu or relu)")
     freeze_bn: bool = _opt(False, "BatchNorm uses its running statistics while training "
@@ -123,8 +118,9 @@ class TrainConfig:
     ctx: str = _opt("cpu", "devices: cpu, cpu:0,1, gpu, gpu:0,1,2,3")
     kvstore: str = _opt("local", "local, device, dist_sync, dist_device_sync, dist_async")
     hybridize: bool = _opt(True, "hybridize backbone and head (static graph)")
-    amp: bool = _opt(False, "mixed precision; refused with MXNet 1.9.1, whose contrib.amp leaves "
-                            "numpy-mode networks in float32")
+    amp: bool = _opt(False, "mixed precision: the backbone computes in bfloat16 on CPUs with "
+                            "AVX-512 BF16 (avx512_bf16), in float16 with dynamic loss scaling "
+                            "on GPUs; float32 master weights, head, loss and checkpoints")
     # ---------------------------------------------------------------- run
     output: str = _opt("runs/default", "output folder (checkpoints, metrics.csv, plots, "
                                        "config.yaml, train.log)")

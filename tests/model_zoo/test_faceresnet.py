@@ -17,7 +17,7 @@ from gluon_face.model_zoo import (
 
 npx.set_np()
 
-NAMES = ["faceresnet100", "faceresnet18", "faceresnet34", "faceresnet50"]
+NAMES = ["faceresnet100", "faceresnet18", "faceresnet18-demo", "faceresnet34", "faceresnet50"]
 
 
 def _small(name="faceresnet18", **kw):
@@ -126,6 +126,18 @@ def test_unknown_model_error_lists_valid_names():
         get_model("resnet9")
     for name in NAMES:
         assert name in str(err.value)
+
+
+def test_demo_network_is_faceresnet18_at_a_quarter_width(ctx):
+    from gluon_face.model_zoo import summarize
+
+    demo, full = _small("faceresnet18-demo"), _small("faceresnet18")
+    assert demo.features[0]._channels == 16 and full.features[0]._channels == 64
+    assert demo.feature_shape == (128, 2, 2) and full.feature_shape == (512, 2, 2)
+    assert len(list(demo.collect_params().keys())) == len(list(full.collect_params().keys()))
+    # a quarter of the widths: about 1/16 of the parameters
+    ratio = summarize(demo).params / summarize(full).params
+    assert 1 / 20 < ratio < 1 / 10
 
 
 def test_unknown_keyword_is_an_error():

@@ -90,6 +90,14 @@ def test_flags_override_config_file_which_overrides_defaults(tmp_path):
     assert _parse([]) == TrainConfig()
 
 
+def test_network_flag_alone_gives_the_full_width_network():
+    # the default job's narrow widths come with its network name, not with model_kwargs,
+    # so choosing another network does not silently keep the demo's widths
+    cfg = _parse(["--network", "faceresnet50"])
+    assert cfg.network == "faceresnet50" and cfg.model_kwargs == {}
+    assert TrainConfig().network == "faceresnet18-demo"
+
+
 def test_unknown_preset_lists_presets():
     with pytest.raises(ConfigError, match="default"):
         preset_path("no-such-preset")
