@@ -27,8 +27,8 @@ from .model_zoo import get_model
 from .model_zoo.summary import summarize
 
 #: Backbone variants :func:`measure_backbone` knows, in table order.
-BACKBONE_MODES = ("block", "hybrid", "fused", "bf16")
-#: Variants that can train (the MKLDNN-fused graph is inference-only); ``bf16``
+BACKBONE_MODES = ("block", "hybrid", "fused", "bf16", "int8")
+#: Variants that can train (the MKLDNN-fused and int8 graphs are inference-only); ``bf16``
 #: trains float32 master weights through the bfloat16 graph.
 TRAIN_MODES = ("block", "hybrid", "bf16")
 
@@ -196,7 +196,9 @@ def measure_backbone(name, modes=BACKBONE_MODES, batch_size=16, image_size=112, 
             net.initialize(ctx=ctx)
             net(x)
             _copy_params(reference, net)
-            embedder = prepare_embedder(net, x, mode=mode, ctx=ctx)
+            # int8 is calibrated on the timed batch itself: only its speed is measured here.
+            embedder = prepare_embedder(net, x, mode=mode, ctx=ctx,
+                                        calib_data=x if mode == "int8" else None)
 
             def run(e=embedder):
                 with autograd.predict_mode():

@@ -1,4 +1,4 @@
-"""Fast embedding extraction: static graphs, MKLDNN fusion and a bfloat16 graph.
+"""Fast embedding extraction: static graphs, MKLDNN fusion, bfloat16 and INT8 graphs.
 
 :func:`prepare_embedder` turns a trained backbone into a block that maps a
 batch of normalised images (B, 3, H, W) to embeddings (B, E) float32, in one
@@ -16,28 +16,39 @@ of these modes:
     BatchNorm *before* a convolution stays) and fuses the dense layer.  Needs
     the MKLDNN (oneDNN) build, which the CPU wheel is.
 ``'bf16'``
-    the cached float32 graph rewritten by ``mxnet.contrib.amp``'s symbol pass:
-    convolutions, the dense layer and BatchNorms between them run in
-    bfloat16, with ``amp_cast`` nodes in the graph (weights stay float32 and
-    are cast on the fly); PReLU stays float32 (no bfloat16 kernel in 1.9.1).
+    the cached float32 graph rewritten by ``mxnet.contrib.amp``'s symbol pass
+    (:func:`to_low_precision`): convolutions, the dense layer and BatchNorms
+    between them run in bfloat16, with ``amp_cast`` nodes in the graph
+    (weights stay float32 and are cast on the fly); PReLU stays float32 (no
+    bfloat16 kernel in 1.9.1).
+``'int8'``
+    :func:`to_int8`: MXNet's MKLDNN quantization flow (convolution +
+    BatchNorm + activation fusion, INT8 weights and activations) with ranges
+    calibrated on a few batches of real images (``calib_data``).  CPU only.
 
-``mxnet.contrib.amp.convert_hybrid_block`` rejects numpy-mode arrays in 1.9.1,
-so :func:`to_bfloat16` does its work on the legacy view of the graph; with
-``share_params=True`` the same graph trains the network in mixed precision.
+``mxnet.contrib.amp.convert_hybrid_block`` and
+``mxnet.contrib.quantization.quantize_net(_v2)`` reject numpy-mode blocks in
+1.9.1, so :func:`to_low_precision` and :func:`to_int8` do their work on the
+legacy view of the cached graph; with ``share_params=True`` the
+low-precision graph trains the network in mixed precision (bfloat16 on the
+CPU, float16 on a GPU).
 
-The fused and bf16 embedders are for inference (BatchNorm uses its running
-statistics).  Note ``Symbol.tojson()`` hides ``amp_cast`` nodes unless called
-with ``remove_amp_cast=False``.
+The fused, bf16 and int8 embedders are for inference (BatchNorm uses its
+running statistics).  Note ``Symbol.tojson()`` hides ``amp_cast`` nodes unless
+called with ``remove_amp_cast=False``.
 """
+import contextlib
+import os
 import warnings
 
 import mxnet as mx
+import numpy as onp
 from mxnet import gluon, np
 from mxnet.contrib.amp import amp as _amp
 from mxnet.util import use_np
 
 #: Embedding modes :func:`prepare_embedder` knows.
-MODES = ("block", "hybrid", "fused", "bf16")
+MODES = ("block", "hybrid", "fused", "bf16", "int8")
 
 
 def bfloat16_dtype():
@@ -57,13 +68,18 @@ def _cached_graph(net, example):
     return net._cached_graph
 
 
-def _conditional_fp32_ops():
-    # MXNet 1.9.1's CPU LeakyReLU has no bfloat16 kernel for PReLU ("Unknown type
-    # enum 12"), though amp's default lists send it bfloat16: keep it in float32.
-    from mxnet.contrib.amp.lists import symbol_bf16
+def _conditional_fp32_ops(dtype="bfloat16"):
+    # PReLU stays float32 in both precisions.  bfloat16: MXNet 1.9.1's CPU LeakyReLU
+    # has no bfloat16 kernel for it ("Unknown type enum 12"), though amp's default
+    # list sends it bfloat16.  float16: amp would type its alpha float16 without a
+    # cast, so the parameter could not be shared as a float32 master weight.
+    if dtype == "bfloat16":
+        from mxnet.contrib.amp.lists import symbol_bf16 as lists
+    else:
+        from mxnet.contrib.amp.lists import symbol_fp16 as lists
 
     ops = []
-    for name, attr, values in symbol_bf16.CONDITIONAL_FP32_FUNCS:
+    for name, attr, values in lists.CONDITIONAL_FP32_FUNCS:
         if name == "LeakyReLU" and attr == "act_type":
             values = sorted(set(values) | {"prelu"})
         ops.append((name, attr, list(values)))
@@ -72,13 +88,25 @@ def _conditional_fp32_ops():
     return ops
 
 
-@use_np
-def to_bfloat16(net, example, ctx=None, share_params=False):
-    """A bfloat16 copy of the hybridizable ``net``'s graph.
+#: Low-precision dtypes :func:`to_low_precision` converts to.
+LOW_PRECISION_DTYPES = ("bfloat16", "float16")
 
-    Convolutions and dense layers (and the BatchNorms between them) run in
-    bfloat16; ``amp_cast`` nodes inside the graph convert activations and
-    weights, so the parameters stay float32.
+
+def _low_precision_dtype(dtype):
+    """The numpy/MXNet dtype object for ``'bfloat16'`` or ``'float16'``."""
+    return _amp.bfloat16 if dtype == "bfloat16" else onp.dtype(onp.float16)
+
+
+@use_np
+def to_low_precision(net, example, dtype="bfloat16", ctx=None, share_params=False):
+    """A mixed-precision (bfloat16 or float16) copy of the hybridizable ``net``'s graph.
+
+    The cached float32 graph goes through ``mxnet.contrib.amp``'s symbol pass:
+    convolutions and dense layers (and the BatchNorms between them) run in
+    ``dtype``; ``amp_cast`` nodes inside the graph convert activations and
+    weights, so the parameters stay float32.  PReLU stays float32 (no bfloat16
+    kernel on the CPU in 1.9.1; in float16 its alpha would be stored float16).
+    MXNet 1.9.1 has no float16 GEMM on the CPU: float16 graphs run on a GPU.
 
     Parameters
     ----------
@@ -86,35 +114,48 @@ def to_bfloat16(net, example, ctx=None, share_params=False):
         Initialised network with one input, numpy mode.
     example : mxnet.np.ndarray, shape (B, ...)
         An input of the shape to trace with (run once through ``net``).
+    dtype : {'bfloat16', 'float16'}
+        The low precision compute type.
     ctx : Context, optional
         Where the copy's parameters live (default: ``example``'s context).
     share_params : bool, default False
         Use ``net``'s own parameters (with their gradients): the returned
         block then trains ``net`` in mixed precision (float32 master weights,
-        bfloat16 compute).  Otherwise the parameters are copied, inference only.
+        low-precision compute).  Otherwise the parameters are copied,
+        inference only.
 
     Returns
     -------
     mxnet.gluon.SymbolBlock
         Hybridized (static memory); ``block(x)`` -> float32 array.  ``net`` is
         hybridized as a side effect; its parameters are not changed.
+
+    Raises
+    ------
+    ValueError
+        For another ``dtype``; with ``share_params`` if the pass would store a
+        parameter in ``dtype``.
     """
+    if dtype not in LOW_PRECISION_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(LOW_PRECISION_DTYPES)}, "
+                         f"not {dtype!r}")
+    target = _low_precision_dtype(dtype)
     ctx = ctx or example.ctx
     inputs, sym = _cached_graph(net, example)
     # amp and SymbolBlock warn that they cannot type the (float32) data input.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        converted = _amp.convert_symbol(sym.as_nd_ndarray(), "bfloat16",
-                                        conditional_fp32_ops=_conditional_fp32_ops(),
+        converted = _amp.convert_symbol(sym.as_nd_ndarray(), dtype,
+                                        conditional_fp32_ops=_conditional_fp32_ops(dtype),
                                         data_names=[i.name for i in inputs])
         dtypes = converted.attr_dict()
-        stored_bf16 = [name for name, attrs in dtypes.items()
-                       if attrs.get("__dtype__", "-1") != "-1"
-                       and _amp._DTYPE_MX_TO_NP[int(attrs["__dtype__"])] == _amp.bfloat16]
+        stored_low = [name for name, attrs in dtypes.items()
+                      if attrs.get("__dtype__", "-1") != "-1"
+                      and _amp._DTYPE_MX_TO_NP[int(attrs["__dtype__"])] == target]
         if share_params:
-            if stored_bf16:
-                raise ValueError("cannot share parameters stored in bfloat16: "
-                                 + ", ".join(sorted(stored_bf16)))
+            if stored_low:
+                raise ValueError(f"cannot share parameters stored in {dtype}: "
+                                 + ", ".join(sorted(stored_low)))
             block = gluon.SymbolBlock(converted.as_np_ndarray(), inputs,
                                       params=net.collect_params())
             block.hybridize(static_alloc=True, static_shape=True)
@@ -122,19 +163,226 @@ def to_bfloat16(net, example, ctx=None, share_params=False):
         block = gluon.SymbolBlock(converted.as_np_ndarray(), inputs)
     source = net.collect_params()
     for name, param in block.collect_params().items():
-        param.grad_req = "null"  # inference only; and no bfloat16 gradient buffers in numpy mode
+        param.grad_req = "null"  # inference only; and no low-precision gradient buffers
         data = source[name].data(ctx)
-        if name in stored_bf16:
-            param.cast(_amp.bfloat16)
+        if name in stored_low:
+            param.cast(target)
             # numpy-mode arrays cannot be copied in bfloat16: keep the legacy view.
-            data = mx.nd.amp_cast(data.as_nd_ndarray(), dtype=_amp.bfloat16)
+            data = mx.nd.amp_cast(data.as_nd_ndarray(), dtype=target)
         param._load_init(data, ctx)
     block.hybridize(static_alloc=True, static_shape=True)
     return block
 
 
+def to_bfloat16(net, example, ctx=None, share_params=False):
+    """``to_low_precision(net, example, 'bfloat16', ctx, share_params)`` (see there)."""
+    return to_low_precision(net, example, dtype="bfloat16", ctx=ctx,
+                            share_params=share_params)
+
+
+#: Calibration modes :func:`to_int8` knows (see ``mxnet.contrib.quantization``).
+CALIB_MODES = ("naive", "entropy")
+
+
+def _calibration_batches(calib_data, batch_shape):
+    """``calib_data`` as one float32 numpy array (N, C, H, W) matching ``batch_shape[1:]``."""
+    if hasattr(calib_data, "asnumpy"):
+        calib_data = calib_data.asnumpy()
+    if isinstance(calib_data, onp.ndarray):
+        data = calib_data
+    else:  # an iterable of batches (arrays, or (data, label) tuples as a DataLoader yields)
+        chunks = []
+        for batch in calib_data:
+            if isinstance(batch, (tuple, list)):
+                batch = batch[0]
+            chunks.append(batch.asnumpy() if hasattr(batch, "asnumpy") else onp.asarray(batch))
+        if not chunks:
+            raise ValueError("calib_data holds no batches")
+        data = onp.concatenate(chunks)
+    data = onp.asarray(data, dtype=onp.float32)
+    if data.ndim != len(batch_shape) or data.shape[1:] != tuple(batch_shape[1:]) or not len(data):
+        raise ValueError(f"calib_data must have shape (N, {', '.join(map(str, batch_shape[1:]))})"
+                         f" with N >= 1, got {data.shape}")
+    return data
+
+
+def _plain_adds(legacy, data_name, shape):
+    """``legacy`` with each same-shape numpy ``add`` (``_npi_add``) as ``elemwise_add``.
+
+    MKLDNN's quantization pass fuses a convolution with the residual sum that
+    follows it only for ``elemwise_add``; numpy-mode graphs hold ``_npi_add``
+    (which broadcasts), so adds whose inputs have equal shapes are renamed.
+    """
+    import json
+
+    doc = json.loads(legacy.tojson())
+    internals = legacy.get_internals()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, out_shapes, _ = internals.infer_shape(**{data_name: shape})
+    shapes = dict(zip(internals.list_outputs(), out_shapes))
+    nodes = doc["nodes"]
+
+    def out_name(entry):
+        node = nodes[entry[0]]
+        if node["op"] == "null":
+            return node["name"]
+        return f"{node['name']}_output" if entry[1] == 0 else f"{node['name']}_output{entry[1]}"
+
+    changed = False
+    for node in nodes:
+        if node["op"] == "_npi_add" and len(node["inputs"]) == 2:
+            a, b = (shapes.get(out_name(e)) for e in node["inputs"])
+            if a is not None and a == b:
+                node["op"] = "elemwise_add"
+                node.pop("attrs", None)
+                changed = True
+    return mx.sym.load_json(json.dumps(doc)) if changed else legacy
+
+
+@contextlib.contextmanager
+def _quiet_subgraph_log():
+    # Binding the calibration Module logs "Subgraph backend MKLDNN is activated"
+    # to stderr unless MXNET_SUBGRAPH_VERBOSE is 0; library code stays quiet.
+    old = os.environ.get("MXNET_SUBGRAPH_VERBOSE")
+    os.environ["MXNET_SUBGRAPH_VERBOSE"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MXNET_SUBGRAPH_VERBOSE", None)
+        else:
+            os.environ["MXNET_SUBGRAPH_VERBOSE"] = old
+
+
 @use_np
-def prepare_embedder(net, example, mode="fused", ctx=None):
+def to_int8(net, example, calib_data=None, calib_mode="naive", num_calib_examples=None,
+            quantized_dtype="auto", granularity="channel-wise", exclude_layers=None):
+    """An INT8 copy of ``net`` for the CPU, quantized by MXNet's MKLDNN flow.
+
+    ``mxnet.contrib.quantization.quantize_net(_v2)`` cannot take a numpy-mode
+    block in 1.9.1: it probes the network with legacy ``mx.nd`` zeros, the
+    block raises ``TypeError`` and the probe loop ends in ``IndexError: list
+    assignment index out of range``.  So this function runs the same steps on
+    the legacy view of the cached float32 graph:
+
+    1. ``get_backend_symbol('MKLDNN_QUANTIZE')`` fuses convolution + following
+       BatchNorm (folded into the weights) + residual sum, and the dense layer
+       (same-shape numpy adds are first renamed ``elemwise_add``, the only add
+       the pass fuses; that halves the quantize/dequantize nodes of a
+       FaceResNet);
+    2. ``quantize_graph`` inserts quantize/requantize/dequantize nodes
+       (weights ``granularity``-wise int8, activations int8/uint8);
+    3. calibration: the float32 graph runs on ``calib_data`` in a ``Module``
+       and each quantized layer's output range is recorded
+       (``'naive'``: min/max; ``'entropy'``: the KL-optimal threshold of the
+       histogram).  MXNet's ``'none'`` (ranges computed at run time) is not
+       offered: its graph fails in a Gluon ``CachedOp`` in 1.9.1 ("Gradient
+       function not returning enough gradient");
+    4. ``calib_graph`` writes the ranges into the graph, which is fused again.
+
+    PReLU has no INT8 kernel: it runs in float32 between a dequantize and the
+    next convolution's quantize.  The BatchNorm that precedes each block's
+    first convolution cannot be folded; it runs as ``quantized_batch_norm``.
+
+    Parameters
+    ----------
+    net : mxnet.gluon.HybridBlock
+        Initialised backbone with one input, numpy mode, parameters on the CPU.
+    example : mxnet.np.ndarray, shape (B, 3, H, W)
+        An input of the shape that will be fed; ``B`` is also the calibration
+        batch size.
+    calib_data : array_like or iterable, optional
+        Normalised images ``(N, 3, H, W)`` float32 (numpy or mxnet arrays, or
+        an iterable of such batches, e.g. a ``DataLoader``).  A few batches of
+        real images: the ranges are only as good as these are representative.
+    calib_mode : {'naive', 'entropy'}
+    num_calib_examples : int, optional
+        Use at most this many images of ``calib_data`` (default all).
+    quantized_dtype : {'auto', 'int8', 'uint8'}
+        Activation type; ``'auto'`` picks uint8 after non-negative layers.
+    granularity : {'channel-wise', 'tensor-wise'}
+        Weight scales per output channel or per tensor.
+    exclude_layers : list of str, optional
+        Graph node names to keep in float32.
+
+    Returns
+    -------
+    mxnet.gluon.SymbolBlock
+        Hybridized (static memory), inference only: ``block(x)`` with ``x`` of
+        ``example``'s shape float32 -> ``(B, E)`` float32.  ``net`` is
+        re-hybridized (plain graph) as a side effect; its parameters are not
+        changed.
+
+    Raises
+    ------
+    ValueError
+        Bad ``calib_mode``, ``calib_data`` or context.
+    """
+    from mxnet.contrib import quantization as quant
+
+    if calib_mode not in CALIB_MODES:
+        raise ValueError(f"calib_mode must be one of {', '.join(CALIB_MODES)}, not {calib_mode!r}")
+    ctx = example.ctx
+    if ctx.device_type != "cpu":
+        raise ValueError(f"int8 embedding runs on the CPU (MKLDNN) only, not on {ctx}")
+    if calib_data is None:
+        raise ValueError("int8 needs calib_data (a few batches of normalised images)")
+    calib = _calibration_batches(calib_data, example.shape)
+    if num_calib_examples is not None:
+        if num_calib_examples < 1:
+            raise ValueError(f"num_calib_examples must be >= 1, got {num_calib_examples}")
+        calib = calib[:num_calib_examples]
+    # Trace a plain float32 graph (a 'fused' net's cached graph would already be rewritten).
+    net.hybridize(static_alloc=True, static_shape=True)
+    net(example)
+    inputs, sym = net._cached_graph
+    if len(inputs) != 1:
+        raise ValueError(f"to_int8 needs a network with one input, got {len(inputs)}")
+    data_name = inputs[0].name
+    source = net.collect_params()
+    legacy = sym.as_nd_ndarray()
+    legacy = _plain_adds(legacy, data_name, tuple(example.shape))
+    args = {n: source[n].data(ctx).as_nd_ndarray() for n in legacy.list_arguments()
+            if n != data_name}
+    auxs = {n: source[n].data(ctx).as_nd_ndarray() for n in legacy.list_auxiliary_states()}
+    batch = tuple(example.shape)
+    with mx.util.np_array(False), mx.util.np_shape(False), warnings.catch_warnings(), \
+            _quiet_subgraph_log():
+        warnings.simplefilter("ignore")
+        fused = legacy.get_backend_symbol("MKLDNN_QUANTIZE")
+        qsym, qargs, qauxs, collector = quant.quantize_graph(
+            sym=fused, arg_params=args, aux_params=auxs, ctx=ctx,
+            excluded_sym_names=list(exclude_layers or []), calib_mode=calib_mode,
+            quantized_dtype=quantized_dtype, quantize_mode="full",
+            quantize_granularity=granularity, logger=None)
+        module = mx.mod.Module(symbol=fused, context=ctx, data_names=[data_name],
+                               label_names=None)
+        module.bind(for_training=False, data_shapes=[(data_name, batch)])
+        module.set_params(args, auxs, allow_missing=False, force_init=True)
+        # 'pad' wraps around to fill the last batch: ranges see real images only.
+        batches = mx.io.NDArrayIter(data={data_name: calib}, batch_size=batch[0],
+                                    last_batch_handle="pad")
+        quant._collect_layer_statistics(module, batches, collector, len(calib))
+        qsym, qargs, qauxs = quant.calib_graph(qsym, args, auxs, collector,
+                                               calib_mode=calib_mode,
+                                               quantized_dtype=quantized_dtype, logger=None)
+        qsym = qsym.get_backend_symbol("MKLDNN_QUANTIZE")
+        block = gluon.SymbolBlock(qsym.as_np_ndarray(),
+                                  [mx.sym.var(data_name).as_np_ndarray()])
+    for name, param in block.collect_params().items():
+        value = qargs[name] if name in qargs else qauxs[name]
+        param.grad_req = "null"
+        if onp.dtype(value.dtype) != onp.dtype(param.dtype):
+            param.cast(value.dtype)
+        param._load_init(value.as_np_ndarray(), ctx)
+    block.hybridize(static_alloc=True, static_shape=True)
+    return block
+
+
+@use_np
+def prepare_embedder(net, example, mode="fused", ctx=None, calib_data=None,
+                     calib_mode="naive", num_calib_examples=None):
     """``net`` made ready for fast inference in ``mode`` (see the module docstring).
 
     Parameters
@@ -143,17 +391,20 @@ def prepare_embedder(net, example, mode="fused", ctx=None):
         Initialised backbone (e.g. a FaceResNet), numpy mode.
     example : mxnet.np.ndarray, shape (B, 3, H, W)
         A batch of the shape that will be fed (static shapes: feed that shape).
-    mode : {'block', 'hybrid', 'fused', 'bf16'}
+    mode : {'block', 'hybrid', 'fused', 'bf16', 'int8'}
         ``'block'`` returns ``net`` imperative (the slow reference).
     ctx : Context, optional
         For ``'bf16'``: where the converted parameters live.
+    calib_data, calib_mode, num_calib_examples
+        For ``'int8'``: see :func:`to_int8`.
 
     Returns
     -------
     mxnet.gluon.HybridBlock
         ``net`` itself for ``'block'``/``'hybrid'``/``'fused'`` (changed in
         place: ``'fused'`` replaces its cached graph; call
-        ``net.hybridize(active=False)`` to undo), a new block for ``'bf16'``.
+        ``net.hybridize(active=False)`` to undo), a new block for ``'bf16'``
+        and ``'int8'``.
     """
     _check_mode(mode)
     if mode == "block":
@@ -161,6 +412,9 @@ def prepare_embedder(net, example, mode="fused", ctx=None):
         return net
     if mode == "bf16":
         return to_bfloat16(net, example, ctx)
+    if mode == "int8":
+        return to_int8(net, example, calib_data=calib_data, calib_mode=calib_mode,
+                       num_calib_examples=num_calib_examples)
     net.hybridize(static_alloc=True, static_shape=True)
     if mode == "fused":
         net.optimize_for(example, backend="MKLDNN", static_alloc=True, static_shape=True)

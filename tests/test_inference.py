@@ -1,4 +1,10 @@
-"""gluon_face.inference: the fused and bfloat16 embedding graphs against the plain network."""
+"""gluon_face.inference: the fused, low-precision and INT8 embedding graphs against the plain net.
+
+The INT8 tests use a tiny FaceResNet trained for a few SGD steps on three
+synthetic identities (a fixed pattern per class plus noise), so BatchNorm
+statistics and weights are those of a trained network and the pairs of
+those identities can be verified.
+"""
 import json
 
 import mxnet as mx
@@ -6,7 +12,15 @@ import numpy as onp
 import pytest
 from mxnet import np
 
-from gluon_face.inference import MODES, extract_embeddings, prepare_embedder, to_bfloat16
+from gluon_face.evaluation import verification_accuracy
+from gluon_face.inference import (
+    MODES,
+    extract_embeddings,
+    prepare_embedder,
+    to_bfloat16,
+    to_int8,
+    to_low_precision,
+)
 from gluon_face.model_zoo import BasicBlockV3, FaceResNet
 
 SIZE, EMB = 32, 16
@@ -135,7 +149,16 @@ def test_bad_arguments(ctx):
         extract_embeddings(net, images(1), batch_size=0)
     with pytest.raises(ValueError, match="shape"):
         extract_embeddings(net, images(1)[0], batch_size=1)
-    assert set(MODES) == {"block", "hybrid", "fused", "bf16"}
+    assert set(MODES) == {"block", "hybrid", "fused", "bf16", "int8"}
+    with pytest.raises(ValueError, match="dtype"):
+        to_low_precision(net, x, dtype="int8")
+    if ctx.device_type == "cpu":
+        with pytest.raises(ValueError, match="calib_data"):
+            prepare_embedder(net, x, mode="int8")
+        with pytest.raises(ValueError, match="calib_mode"):
+            to_int8(net, x, images(1), calib_mode="kl")
+        with pytest.raises(ValueError, match=r"calib_data must have shape \(N, 3, 32, 32\)"):
+            to_int8(net, x, images(2)[:, :, :16])
 
 
 def test_bf16_training_block_shares_float32_parameters(ctx):
@@ -156,3 +179,182 @@ def test_bf16_training_block_shares_float32_parameters(ctx):
     assert onp.dtype(conv_w.dtype) == onp.float32
     g = conv_w.grad(ctx).asnumpy()
     assert onp.isfinite(g).all() and onp.abs(g).sum() > 0
+
+
+def test_to_bfloat16_is_to_low_precision_bfloat16(ctx):
+    net = tiny_net(ctx)
+    x = np.array(images(3), ctx=ctx)
+    a = to_bfloat16(net, x)(x).asnumpy()
+    b = to_low_precision(net, x, dtype="bfloat16")(x).asnumpy()
+    onp.testing.assert_array_equal(a, b)
+
+
+def test_float16_graph_shares_float32_parameters(ctx):
+    """The GPU mixed-precision training graph: float16 compute, float32 master weights.
+
+    MXNet 1.9.1 has no float16 GEMM on the CPU, so there only the graph is checked.
+    """
+    net = tiny_net(ctx)
+    x = np.array(images(4), ctx=ctx)
+    want = plain(net, images(4), ctx)
+    amp_net = to_low_precision(net, x, dtype="float16", share_params=True)
+    # the very same Parameter objects: gradients land in net's float32 parameters
+    ours, theirs = amp_net.collect_params(), net.collect_params()
+    assert set(ours.keys()) == set(theirs.keys())
+    assert all(ours[k] is theirs[k] for k in ours)
+    assert all(onp.dtype(p.dtype) == onp.float32 for p in theirs.values())
+    nodes = graph_nodes(amp_net)  # a SymbolBlock holds its graph from the start
+    convs = [n for n in nodes if n["op"] == "Convolution"]
+    assert convs
+    for conv in convs:
+        weight = nodes[conv["inputs"][1][0]]
+        assert weight["op"] == "amp_cast" and weight["attrs"]["dtype"] == "float16"
+    for prelu in (n for n in nodes if n["op"] == "LeakyReLU"):  # kept float32
+        assert nodes[prelu["inputs"][0][0]]["attrs"].get("dtype") == "float32"
+    if ctx.device_type == "gpu":
+        got = to_low_precision(net, x, dtype="float16")(x).asnumpy()
+        assert got.dtype == onp.float32 and cosine(got, want).min() > 0.999
+    else:
+        with pytest.raises(mx.base.MXNetError, match="FP16 gemm on cpu"):
+            amp_net(x).asnumpy()
+
+
+# ---------------------------------------------------------------- INT8
+CLASSES = 3
+
+
+def identity_images(n, seed):
+    """``n`` images of CLASSES synthetic identities: a fixed pattern per class plus noise."""
+    protos = onp.random.RandomState(100).uniform(-1, 1, (CLASSES, 3, SIZE, SIZE))
+    rng = onp.random.RandomState(seed)
+    labels = rng.randint(0, CLASSES, n)
+    x = 0.6 * protos[labels] + 0.5 * rng.standard_normal((n, 3, SIZE, SIZE))
+    return x.astype("float32"), labels
+
+
+@pytest.fixture(scope="module")
+def trained_params():
+    """Parameters of a tiny FaceResNet after 30 SGD steps on the synthetic identities."""
+    from mxnet import autograd, gluon
+
+    from gluon_face.heads import SoftmaxCrossEntropyLoss, get_head
+
+    mx.random.seed(0)
+    ctx = mx.cpu()
+    net = tiny_net(ctx)
+    head = get_head("softmax", EMB, CLASSES)
+    head.initialize(mx.init.Xavier(), ctx=ctx)
+    net.hybridize(static_alloc=True, static_shape=True)
+    params = dict(net.collect_params().items())
+    params.update(head.collect_params().items())
+    trainer = gluon.Trainer(params, "sgd", {"learning_rate": 0.05, "momentum": 0.9})
+    loss_fn = SoftmaxCrossEntropyLoss()
+    for step in range(30):
+        x, y = identity_images(16, seed=step)
+        x, y = np.array(x, ctx=ctx), np.array(y.astype("float32"), ctx=ctx)
+        with autograd.record():
+            loss = loss_fn(head(net(x), y), y).mean()
+        loss.backward()
+        trainer.step(1)
+    return {k: p.data().asnumpy() for k, p in net._collect_params_with_prefix().items()}
+
+
+def trained_net(params, ctx):
+    net = tiny_net(ctx)
+    for key, p in net._collect_params_with_prefix().items():
+        p.set_data(np.array(params[key], ctx=ctx))
+    return net
+
+
+def int8_net(params, ctx, calib, batch=4, **kw):
+    net = trained_net(params, ctx)
+    return to_int8(net, np.zeros((batch, 3, SIZE, SIZE), ctx=ctx), calib, **kw)
+
+
+def cpu_only(ctx):
+    if ctx.device_type != "cpu":
+        pytest.skip("INT8 runs through the MKLDNN (CPU) backend")
+
+
+# entropy calibration searches each layer's KL-optimal threshold in Python: ~1.5 s a layer
+@pytest.mark.parametrize("calib_mode", ["naive", pytest.param("entropy", marks=pytest.mark.slow)])
+def test_int8_close_to_fp32(ctx, trained_params, calib_mode):
+    cpu_only(ctx)
+    x, _ = identity_images(8, seed=500)
+    want = plain(trained_net(trained_params, ctx), x, ctx)
+    calib, _ = identity_images(16, seed=600)  # other images than the ones checked
+    q = int8_net(trained_params, ctx, calib, calib_mode=calib_mode)
+    got = extract_embeddings(q, x, batch_size=4)
+    assert got.dtype == onp.float32 and onp.isfinite(got).all()
+    # INT8 changes the numbers but keeps each embedding's direction: about 1e-3
+    # of cosine is lost here; 0.99 leaves room yet fails for a badly calibrated
+    # graph (next test).
+    assert cosine(got, want).min() > 0.99
+    assert not onp.allclose(got, want, rtol=1e-5, atol=1e-5)
+    ops = graph_ops(q)
+    assert "_contrib_quantize_v2" in ops and "Convolution" not in ops
+    assert "_npi_add" not in ops and "elemwise_add" not in ops  # residual sums fused
+    convs = [n for n in graph_nodes(q) if n["op"] == "_sg_mkldnn_conv"]
+    assert convs and all(n["attrs"].get("quantized") == "true" for n in convs)
+
+
+def test_int8_threshold_catches_bad_calibration(ctx, trained_params):
+    """The cosine check above can fail: ranges calibrated on 1/100-scale images clip."""
+    cpu_only(ctx)
+    x, _ = identity_images(8, seed=500)
+    want = plain(trained_net(trained_params, ctx), x, ctx)
+    calib, _ = identity_images(16, seed=600)
+    got = extract_embeddings(int8_net(trained_params, ctx, calib * 0.01), x, batch_size=4)
+    assert cosine(got, want).min() < 0.99
+
+
+def test_int8_verification_accuracy_matches_fp32(ctx, trained_params):
+    cpu_only(ctx)
+    pairs = 40
+    x, labels = identity_images(2 * pairs, seed=700)
+    issame = labels[0::2] == labels[1::2]
+    want = plain(trained_net(trained_params, ctx), x, ctx)
+    calib, _ = identity_images(16, seed=600)
+    got = extract_embeddings(int8_net(trained_params, ctx, calib), x, batch_size=8)
+    acc32 = verification_accuracy(want, issame, nfolds=4).accuracy
+    acc8 = verification_accuracy(got, issame, nfolds=4).accuracy
+    assert acc32 > 0.8  # the briefly trained net does separate the identities
+    assert abs(acc8 - acc32) <= 1.0 / pairs + 1e-9  # at most one pair flips
+
+
+def test_int8_pads_last_batch(ctx, trained_params):
+    cpu_only(ctx)
+    x, _ = identity_images(7, seed=800)
+    calib, _ = identity_images(8, seed=600)
+    q = prepare_embedder(trained_net(trained_params, ctx),
+                         np.zeros((4, 3, SIZE, SIZE), ctx=ctx), mode="int8", calib_data=calib)
+    got = extract_embeddings(q, x, batch_size=4)  # 4 + 3 real images and one zero image
+    assert got.shape == (7, EMB)
+    # calibrated (static) ranges: a row does not depend on the rest of its batch
+    again = extract_embeddings(q, onp.concatenate([x[4:], x[:1]]), batch_size=4)
+    onp.testing.assert_allclose(got[4:], again[:3], rtol=1e-5, atol=1e-5)
+    want = plain(trained_net(trained_params, ctx), x, ctx)
+    assert cosine(got, want).min() > 0.99
+
+
+def test_int8_does_not_change_the_source_net(ctx, trained_params):
+    cpu_only(ctx)
+    net = trained_net(trained_params, ctx)
+    x, _ = identity_images(4, seed=900)
+    before = plain(net, x, ctx)
+    q = to_int8(net, np.array(x, ctx=ctx), x)
+    q(np.array(x, ctx=ctx))
+    onp.testing.assert_array_equal(plain(net, x, ctx), before)
+    assert all(onp.dtype(p.dtype) == onp.float32 for p in net.collect_params().values())
+
+
+@pytest.mark.parametrize("mode", ["fused", "bf16"])
+def test_fast_modes_close_to_fp32_on_trained_net(ctx, trained_params, mode):
+    if mode == "fused" and ctx.device_type != "cpu":
+        pytest.skip("MKLDNN fusion is a CPU backend")
+    x, _ = identity_images(8, seed=500)
+    want = plain(trained_net(trained_params, ctx), x, ctx)
+    fast = prepare_embedder(trained_net(trained_params, ctx),
+                            np.zeros((4, 3, SIZE, SIZE), ctx=ctx), mode=mode)
+    got = extract_embeddings(fast, x, batch_size=4)
+    assert cosine(got, want).min() > (0.99999 if mode == "fused" else 0.999)

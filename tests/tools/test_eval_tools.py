@@ -128,6 +128,82 @@ def test_evaluate_bad_inputs(checkpoint, bins, tmp_path, capsys):
     one_line_error(capsys, "evaluate", "tpu")
 
 
+def checkpoint_with_data(checkpoint, folder, data_dir):
+    """A copy of ``checkpoint`` whose config.yaml names ``data_dir`` as its training data."""
+    import shutil
+
+    copy = folder / "ckpt"
+    shutil.copytree(checkpoint, copy)
+    (copy / "checkpoints" / "last" / "config.yaml").write_text(f"data_dir: {data_dir}\n")
+    return str(copy)
+
+
+def test_evaluate_embed_modes(checkpoint, bins, tmp_path, capsys):
+    rng = onp.random.RandomState(3)
+    data = tmp_path / "data"
+    data.mkdir()
+    samples = []
+    for label, image in enumerate(random_images(rng, 6)):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        samples.append((label // 3, buf.getvalue()))
+    write_face_rec(str(data / "train"), samples, (SIZE, SIZE))
+    ckpt = checkpoint_with_data(checkpoint, tmp_path, data)
+    out = tmp_path / "modes.json"
+    assert evaluate.main([ckpt, "--bin", *bins, "--embed-mode", "block,hybrid,fused,int8",
+                          "--calib-batches", "1", "--batch-size", "8", "--no-progress",
+                          "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "d-acc vs block" in captured.out and "int8" in captured.out
+    report = json.loads(out.read_text())
+    assert report["embed_modes"] == ["block", "hybrid", "fused", "int8"]
+    # calibrated on the training records (all 6: fewer than one batch of 8)
+    assert str(data) in report["calibration"]["source"]
+    assert report["calibration"]["images"] == 6 and report["calibration"]["mode"] == "naive"
+    rows = {(r["embed_mode"], r["target"]): r for r in report["results"]}
+    assert len(rows) == 8
+    for target, pairs in (("lfw", 20), ("cfp_fp", 12)):
+        block = rows["block", target]
+        for mode in ("hybrid", "fused"):  # float32 graphs: the same numbers
+            assert rows[mode, target]["accuracy"] == pytest.approx(block["accuracy"])
+        # int8: at most one pair decided differently
+        assert abs(rows["int8", target]["accuracy"] - block["accuracy"]) <= 1 / pairs + 1e-9
+    # the block row is the default run's
+    assert evaluate.main([checkpoint, "--bin", bins[0], "--no-progress", "--batch-size", "8",
+                          "--json", str(out)]) == 0
+    default = json.loads(out.read_text())
+    assert default["embed_modes"] == ["block"] and default["calibration"] is None
+    assert default["results"][0]["accuracy"] == pytest.approx(rows["block", "lfw"]["accuracy"])
+
+
+def test_evaluate_int8_calibrates_on_first_bin_without_training_data(checkpoint, bins, tmp_path,
+                                                                     capsys):
+    ckpt = checkpoint_with_data(checkpoint, tmp_path, tmp_path / "gone")
+    out = tmp_path / "int8.json"
+    assert evaluate.main([ckpt, "--bin", bins[1], "--embed-mode", "int8", "--calib-batches", "2",
+                          "--batch-size", "4", "--no-progress", "--json", str(out)]) == 0
+    assert "first .bin" in capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert report["calibration"]["images"] == 8 and "gone" in report["calibration"]["source"]
+    assert report["results"][0]["embed_mode"] == "int8"
+
+
+def test_evaluate_bad_embed_mode(checkpoint, bins, capsys):
+    assert evaluate.main([checkpoint, "--bin", bins[0], "--embed-mode", "int4"]) == 2
+    one_line_error(capsys, "evaluate", "--embed-mode", "int4", "int8")
+    assert evaluate.main([checkpoint, "--bin", bins[0], "--embed-mode", "block,block"]) == 2
+    one_line_error(capsys, "evaluate", "repeated")
+    assert evaluate.main([checkpoint, "--bin", bins[0], "--embed-mode", "int8",
+                          "--calib-batches", "0"]) == 2
+    one_line_error(capsys, "evaluate", "--calib-batches")
+    assert evaluate.main([checkpoint, "--bin", bins[0], "--embed-mode", "int8",
+                          "--calib-mode", "kl"]) == 2
+    one_line_error(capsys, "evaluate", "--calib-mode", "entropy")
+    assert evaluate.main([checkpoint, "--bin", bins[0], "--embed-mode", "fused",
+                          "--ctx", "cpu:0,1", "--no-progress"]) == 1
+    one_line_error(capsys, "evaluate", "one device")
+
+
 # ---------------------------------------------------------------- extract
 def test_extract_folder(checkpoint, tmp_path, capsys):
     rng = onp.random.RandomState(1)
