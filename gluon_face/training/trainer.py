@@ -24,6 +24,14 @@ updates them::
     losses, grads  = head.forward_backward([emb_k], [y_k])           # model parallel
     backward([emb_k] (+ center losses), grads); trainer.step(B); head.step(B)
 
+With ``amp`` (:mod:`.amp`) the backbone trains through a low-precision copy of
+its graph that shares its float32 parameters (bfloat16 on CPUs with AVX-512
+BF16, float16 with dynamic loss scaling on GPUs); the head, the losses and the
+verification passes (which use the float32 backbone) stay float32::
+
+    emb = lowp_backbone(x_k)                        # bf16/fp16 compute, float32 output
+    backward(scale * sum_k loss_k); allreduce; finite? update(B * scale) : skip, scale /= 2
+
 Reproducibility: the batches of a step are a function of ``(seed, epoch)``
 (:mod:`.loader`) and MXNet's generator is re-seeded from ``(seed, step)`` before
 each step, so a resumed run repeats the uninterrupted run's losses.
@@ -173,8 +181,11 @@ class FaceTrainer:
         from .embed import parse_ctx
 
         self.ctx = parse_ctx(cfg.ctx)
+        self.amp_dtype = None
+        self.loss_scaler = None
+        self.amx = False
         if cfg.amp:
-            self._init_amp(mx)
+            self._init_amp()
         if cfg.batch_size % len(self.ctx):
             raise ConfigError(f"batch_size {cfg.batch_size} does not split evenly over the "
                               f"{len(self.ctx)} devices of --ctx {cfg.ctx}; use a multiple of "
@@ -202,7 +213,7 @@ class FaceTrainer:
             return kind, 0, 1
         if "DMLC_ROLE" not in os.environ:
             raise ConfigError(f"kvstore {kind} needs the DMLC_* environment of a distributed "
-                              "launch (mxnet/tools/launch.py); DMLC_ROLE is not set")
+                              "launch (tools/launch.py); DMLC_ROLE is not set")
         kv = mx.kv.create(kind)
         return kv, kv.rank, kv.num_workers
 
@@ -294,6 +305,7 @@ class FaceTrainer:
             if not self.parallel:  # the parallel head runs imperative operators per shard
                 self.head.hybridize(static_alloc=True, static_shape=True)
             self.loss_fn.hybridize()
+        self.train_backbone = self._build_low_precision()
 
     def _build_parallel_head(self):
         from ..parallel import get_parallel_head
@@ -323,13 +335,31 @@ class FaceTrainer:
         self.head.set_weight(weight)
         del weight
 
-    def _init_amp(self, mx):
-        # mxnet.contrib.amp.init() rewrites the legacy mx.nd / mx.sym operator namespaces;
-        # the numpy-mode operators our HybridBlocks call are left in float32 (measured:
-        # no amp_cast in the hybridized graph after amp.init), so AMP would be a no-op.
-        raise ConfigError("amp: MXNet 1.9.1's mxnet.contrib.amp converts legacy (mx.nd/mx.sym) "
-                          "operators only; gluon_face's numpy-mode networks would silently stay "
-                          "float32, so --amp is refused rather than ignored")
+    def _init_amp(self):
+        """Pick the low-precision type (see :mod:`.amp`); float16 gets a loss scaler."""
+        from . import amp
+
+        # mxnet.contrib.amp.init() would leave our numpy-mode operators in float32;
+        # the backbone's graph is converted instead (_build_low_precision).
+        self.amp_dtype = amp.check_amp(self.ctx, self.config.kvstore)
+        self.loss_scaler = amp.loss_scaler_for(self.amp_dtype)
+        # bfloat16 convolutions are only faster than float32 here with AMX tiles
+        self.amx = self.amp_dtype == "bfloat16" and amp.enable_amx()
+
+    def _build_low_precision(self):
+        """The backbone's graph in ``amp_dtype`` sharing its parameters (or the backbone)."""
+        from mxnet import np
+
+        from .amp import low_precision_backbone
+
+        if self.amp_dtype is None:
+            return self.backbone
+        per_device = self.config.batch_size // len(self.ctx)
+        example = np.zeros((per_device, 3) + tuple(self.image_size), ctx=self.ctx[0])
+        block = low_precision_backbone(self.backbone, example, self.amp_dtype)
+        if not self.config.hybridize:  # the converted graph is static; the backbone needs not be
+            self.backbone.hybridize(active=False)
+        return block
 
     def _warm_up_shapes(self):
         """Finish deferred initialisation with one forward pass per device."""
@@ -364,6 +394,20 @@ class FaceTrainer:
             _, head_params = build_optimizer(cfg, self.steps_per_epoch)
             self.head.init_optimizer(name, head_params)
 
+    def _sync_kvstore(self):
+        """Set up a distributed kvstore, and let its first broadcast finish, before step 1.
+
+        Gluon's Trainer initialises the kvstore lazily inside the first ``step``; with a
+        ``dist_*`` kvstore on CPU contexts the first gradient push can then overtake the
+        broadcast of rank 0's initial weights, and the workers' parameters part ways
+        (seen in about 1 run in 8 for the head).  Initialising here and waiting for it
+        keeps every worker on rank 0's weights (also after ``--resume``).
+        """
+        if not self.config.kvstore.startswith("dist") or self.trainer._kv_initialized:
+            return
+        self.trainer._init_kvstore()
+        _wait_all()
+
     def _resume(self, path):
         cfg = self.config
         state = load_checkpoint_state(path)
@@ -391,6 +435,12 @@ class FaceTrainer:
             head_opt = self.head.optimizer
             head_opt.lr_scheduler = build_lr_scheduler(cfg, self.steps_per_epoch)
             head_opt.num_update = self.step
+        saved_scaler = (state.get("amp") or {}).get("loss_scaler")
+        if self.loss_scaler is not None and saved_scaler:
+            try:
+                self.loss_scaler.load_state_dict(saved_scaler)
+            except ValueError as err:
+                raise CheckpointError(f"cannot resume from {folder}: {err}") from None
         self.best_score = state.get("best_score")
         self.history = [row for row in _read_history(self._out(METRICS_CSV))
                         if _as_int(row.get("step")) <= self.step]
@@ -424,6 +474,10 @@ class FaceTrainer:
                 "rng": {"seed": self.config.seed,
                         "scheme": "data order from (seed, epoch); mxnet seeded from "
                                   "(seed, step) before each step"},
+                "amp": None if self.amp_dtype is None else {
+                    "dtype": self.amp_dtype,
+                    "loss_scaler": None if self.loss_scaler is None
+                    else self.loss_scaler.state_dict()},
                 "verification": {k: v["flip"].as_dict() if hasattr(v["flip"], "as_dict")
                                  else None for k, v in self.last_results.items()}}
 
@@ -487,19 +541,22 @@ class FaceTrainer:
         mx.random.seed(self._step_seed())
         xs = split_and_load(data, self.ctx, even_split=True)
         ys = split_and_load(label, self.ctx, even_split=True)
+        scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
         if self.parallel:
-            losses = self._parallel_forward_backward(xs, ys)
+            losses = self._parallel_forward_backward(xs, ys, scale)
         else:
             weight = self.config.center_loss_weight
-            losses = []
+            losses, scaled = [], []
             with autograd.record():
                 for x, y in zip(xs, ys):
-                    emb = self.backbone(x)
+                    emb = self.train_backbone(x)
                     loss = self.loss_fn(self.head(emb, y), y)
                     if self.center is not None:
                         loss = loss + weight * self.center(emb, y)
                     losses.append(loss)
-            autograd.backward(losses)
+                    if scale != 1.0:
+                        scaled.append(loss * scale)
+            autograd.backward(scaled or losses)
         total = sum(float(l.sum().item()) for l in losses)
         value = total / len(data)
         if not math.isfinite(value):
@@ -510,20 +567,43 @@ class FaceTrainer:
                 f"loss is {value} at step {self.step + 1} (epoch {self.epoch_of(self.step)}); "
                 f"stopped before updating the weights; {kept}. Try a lower --lr or a longer "
                 "--warmup-epochs")
-        self.trainer.step(len(data) * self.num_workers)
+        batch = len(data) * self.num_workers
+        if self.loss_scaler is None:
+            self.trainer.step(batch)
+        else:
+            self._scaled_update(batch, scale)
         if self.parallel:
-            self.head.step(len(data) * self.num_workers)
+            # the sharded head's gradients are float32 and unscaled: always applied
+            self.head.step(batch)
         self.step += 1
         return value
 
-    def _parallel_forward_backward(self, xs, ys):
+    def _scaled_update(self, batch, scale):
+        """Loss-scaled update: reduce, check, then unscale in the optimizer or skip.
+
+        The check runs on the reduced gradients (the kvstore's sum over devices
+        and machines), so every worker takes the same decision.
+        """
+        from .amp import count_skipped_update, grads_finite
+
+        self.trainer.allreduce_grads()
+        finite = grads_finite(self._params(), self.ctx[0])
+        if self.loss_scaler.update(finite):
+            self.trainer.update(batch * scale)
+            return
+        count_skipped_update(self.trainer.optimizer)
+        self.log.info("amp: non-finite gradients at step %d (loss scale %g): update skipped, "
+                      "loss scale now %g", self.step + 1, scale, self.loss_scaler.scale)
+
+    def _parallel_forward_backward(self, xs, ys, scale=1.0):
         """Backbone forward per device, the sharded head's loss and embedding gradients,
-        and the backbone's backward pass; per-device losses (B/K,)."""
+        and the backbone's backward pass (gradients times ``scale``); per-device losses
+        (B/K,)."""
         from mxnet import autograd, np
 
         weight = self.config.center_loss_weight
         with autograd.record():
-            embs = [self.backbone(x) for x in xs]
+            embs = [self.train_backbone(x) for x in xs]
             ce, grads = self.head.forward_backward(embs, ys)
             centers = [weight * self.center(e, y) for e, y in zip(embs, ys)] \
                 if self.center is not None else []
@@ -531,6 +611,8 @@ class FaceTrainer:
         for c in centers:
             heads.append(c)
             head_grads.append(np.ones_like(c))
+        if scale != 1.0:
+            head_grads = [g * scale for g in head_grads]
         autograd.backward(heads, head_grads)
         if not centers:
             return ce
@@ -653,6 +735,11 @@ class FaceTrainer:
             self.rank, self.num_workers, spe, cfg.epochs)
         if self.parallel:
             self.log.info("model-parallel head: %r", self.head)
+        if self.amp_dtype is not None:
+            self.log.info("amp: the backbone computes in %s%s (float32 master weights)%s; "
+                          "head, loss and verification (float32 backbone) in float32",
+                          self.amp_dtype, " (AMX allowed)" if self.amx else "",
+                          f", {self.loss_scaler!r}" if self.loss_scaler is not None else "")
         dataset = FlipDataset(self.dataset, self.transform)
         stop = _StopFlag()
         status = "finished"
@@ -660,46 +747,56 @@ class FaceTrainer:
         started = time.time()
         window_start, window_steps, window_loss = time.time(), 0, 0.0
         saved_at = None
+        self._sync_kvstore()
         with stop.installed():
-            while self.step < end:
-                epoch = self.step // spe
-                sampler = EpochBatches(len(self.dataset), cfg.batch_size, epoch, seed=cfg.seed,
-                                       flip=cfg.flip, start=self.step - epoch * spe,
-                                       part=self.rank, num_parts=self.num_workers)
-                loader = gluon.data.DataLoader(dataset, batch_sampler=sampler,
-                                               batchify_fn=_batchify,
-                                               num_workers=cfg.num_workers)
-                for data, label in loader:
-                    loss = self.train_step(data, label)
-                    first_loss = loss if first_loss is None else first_loss
-                    last_loss = loss
-                    window_steps += 1
-                    window_loss += loss
-                    if self.step % cfg.log_interval == 0 or self.step == end:
-                        now = time.time()
-                        speed = window_steps * cfg.batch_size / max(now - window_start, 1e-9)
-                        eta = (end - self.step) * (now - window_start) / window_steps
-                        lr = self.trainer.learning_rate
-                        self.log.info("epoch %d/%d step %d/%d | loss %.4f | lr %.5f | "
-                                      "%.1f samples/s | ETA %s", self.epoch_of(self.step - 1),
-                                      cfg.epochs, self.step, end, window_loss / window_steps,
-                                      lr, speed, _fmt_seconds(eta))
-                        self._record({"step": self.step, "epoch": self.step / spe, "lr": lr,
-                                      "loss": window_loss / window_steps,
-                                      "samples_per_sec": speed})
-                        window_start, window_steps, window_loss = time.time(), 0, 0.0
-                    epoch_end = self.step % spe == 0
-                    if epoch_end or (cfg.verbose and self.step % cfg.verbose == 0):
-                        self._evaluate_and_save()
-                        saved_at = self.step
-                        window_start = time.time()  # evaluation time is not training speed
-                    if stop.requested or self.step >= end:
+            try:
+                while self.step < end:
+                    epoch = self.step // spe
+                    sampler = EpochBatches(len(self.dataset), cfg.batch_size, epoch,
+                                           seed=cfg.seed, flip=cfg.flip,
+                                           start=self.step - epoch * spe,
+                                           part=self.rank, num_parts=self.num_workers)
+                    loader = gluon.data.DataLoader(dataset, batch_sampler=sampler,
+                                                   batchify_fn=_batchify,
+                                                   num_workers=cfg.num_workers)
+                    for data, label in loader:
+                        loss = self.train_step(data, label)
+                        first_loss = loss if first_loss is None else first_loss
+                        last_loss = loss
+                        window_steps += 1
+                        window_loss += loss
+                        if self.step % cfg.log_interval == 0 or self.step == end:
+                            now = time.time()
+                            elapsed = max(now - window_start, 1e-9)
+                            speed = window_steps * cfg.batch_size / elapsed
+                            eta = (end - self.step) * (now - window_start) / window_steps
+                            lr = self.trainer.learning_rate
+                            self.log.info("epoch %d/%d step %d/%d | loss %.4f | lr %.5f | "
+                                          "%.1f samples/s | ETA %s",
+                                          self.epoch_of(self.step - 1), cfg.epochs, self.step,
+                                          end, window_loss / window_steps, lr, speed,
+                                          _fmt_seconds(eta))
+                            self._record({"step": self.step, "epoch": self.step / spe,
+                                          "lr": lr, "loss": window_loss / window_steps,
+                                          "samples_per_sec": speed})
+                            window_start, window_steps, window_loss = time.time(), 0, 0.0
+                        epoch_end = self.step % spe == 0
+                        if epoch_end or (cfg.verbose and self.step % cfg.verbose == 0):
+                            self._evaluate_and_save()
+                            saved_at = self.step
+                            # evaluation time is not training speed
+                            window_start = time.time()
+                        if stop.requested or self.step >= end:
+                            break
+                    if stop.requested:
+                        status = "interrupted"
                         break
-                if stop.requested:
-                    status = "interrupted"
-                    break
-            if status == "finished" and end < total:
-                status = "max_steps"
+                if status == "finished" and end < total:
+                    status = "max_steps"
+            finally:
+                # A distributed worker must not leave (or save) with pushes still queued:
+                # MXNet 1.9.1 then waits forever at exit and rank 0 in its final save.
+                _wait_all()
             if self.is_writer and saved_at != self.step:
                 self.save("last")
         if status == "interrupted":
@@ -714,6 +811,12 @@ class FaceTrainer:
             "checkpoint": self._out("checkpoints", "last") if self.is_writer else None,
         }
         return summary
+
+
+def _wait_all():
+    import mxnet as mx
+
+    mx.nd.waitall()
 
 
 def train(config, log=None, progress=None):

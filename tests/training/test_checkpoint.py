@@ -5,7 +5,7 @@ import mxnet as mx
 import numpy as onp
 import pytest
 
-from gluon_face.training import CheckpointError, ConfigError, FaceTrainer, load_model
+from gluon_face.training import CheckpointError, FaceTrainer, load_model
 from gluon_face.training.checkpoint import (
     build_backbone,
     load_checkpoint_state,
@@ -85,8 +85,3 @@ def test_build_backbone_channels_and_errors():
     assert net(mx.np.zeros((1, 3, 16, 16))).shape == (1, 8)
     with pytest.raises(ValueError, match="valid names"):
         build_backbone("mobilenet", channels=[4, 4, 4, 8, 8])
-
-
-def test_amp_is_refused_not_ignored(make_config):
-    with pytest.raises(ConfigError, match="amp"):
-        FaceTrainer(make_config(amp=True))
