@@ -9,19 +9,15 @@ flag is a key of :class:`gluon_face.training.TrainConfig`.
 Exit codes: 0 done, 2 bad arguments or data, 3 the loss diverged,
 130 interrupted with Ctrl-C (a checkpoint was saved: continue with --resume).
 
-Several machines (parameter-server kvstore), e.g. 2 workers on the hosts of a
-ssh hosts file::
+Several machines (parameter-server kvstore), e.g. 2 workers and 2 servers on the
+hosts of an ssh hosts file, with this repository's launcher (MXNet's command line;
+the wheel's own launcher dies on Python >= 3.9, see the README)::
 
-    python $(python -c 'import mxnet,os;print(os.path.dirname(mxnet.__file__))')/tools/launch.py \\
-        -n 2 -s 2 -H hosts --launcher ssh \\
+    python tools/launch.py -n 2 -s 2 -H hosts \\
         python tools/train.py --kvstore dist_sync --data-dir /data/faces_emore --ctx gpu:0,1
 
-(The ``dmlc_tracker`` shipped with mxnet 1.9.1 calls ``Thread.isAlive``, removed in
-Python 3.9: on newer Pythons its launcher fails after starting the scheduler.  The
-roles can be started by hand instead, which is what tests/training/test_dist.py does:
-every process gets ``DMLC_PS_ROOT_URI=<scheduler host> DMLC_PS_ROOT_PORT=9091
-DMLC_NUM_SERVER=1 DMLC_NUM_WORKER=2`` and ``DMLC_ROLE`` = ``scheduler`` / ``server``
-(run ``python -c 'import mxnet'``) or ``worker`` (run this script).)
+``python tools/launch.py -n 2 -s 1 python tools/train.py --kvstore dist_sync`` tries
+it on this machine (127.0.0.1).
 """
 import argparse
 import logging
