@@ -395,18 +395,24 @@ class FaceTrainer:
             self.head.init_optimizer(name, head_params)
 
     def _sync_kvstore(self):
-        """Set up a distributed kvstore, and let its first broadcast finish, before step 1.
+        """Finish the first broadcast of the weights before any gradient is pushed.
 
-        Gluon's Trainer initialises the kvstore lazily inside the first ``step``; with a
-        ``dist_*`` kvstore on CPU contexts the first gradient push can then overtake the
-        broadcast of rank 0's initial weights, and the workers' parameters part ways
-        (seen in about 1 run in 8 for the head).  Initialising here and waiting for it
-        keeps every worker on rank 0's weights (also after ``--resume``).
+        With a ``dist_*`` kvstore Gluon's Trainer broadcasts the weights lazily inside
+        the first ``step`` and queues the weight pulls and the gradient pushes together;
+        a server replaces a key's value by the summed gradients once every worker has
+        pushed, so a weight pull the engine sends after its gradient push comes back
+        with the gradients (seen as the workers' heads ~100x apart in about 1 run in 8).
+        Broadcasting here, after the backward pass, and waiting for it keeps the pulls
+        ahead of the pushes (also after ``--resume``).
         """
-        if not self.config.kvstore.startswith("dist") or self.trainer._kv_initialized:
+        if not self.config.kvstore.startswith("dist"):
             return
-        self.trainer._init_kvstore()
-        _wait_all()
+        trainer = self.trainer
+        if not trainer._kv_initialized:
+            trainer._init_kvstore()
+        if trainer._params_to_init:
+            trainer._init_params()
+            _wait_all()
 
     def _resume(self, path):
         cfg = self.config
@@ -568,6 +574,7 @@ class FaceTrainer:
                 f"stopped before updating the weights; {kept}. Try a lower --lr or a longer "
                 "--warmup-epochs")
         batch = len(data) * self.num_workers
+        self._sync_kvstore()
         if self.loss_scaler is None:
             self.trainer.step(batch)
         else:
@@ -747,7 +754,6 @@ class FaceTrainer:
         started = time.time()
         window_start, window_steps, window_loss = time.time(), 0, 0.0
         saved_at = None
-        self._sync_kvstore()
         with stop.installed():
             try:
                 while self.step < end:
