@@ -3,6 +3,7 @@
     python tools/benchmark.py                                   # faceresnet18,50; head 10k,100k
     python tools/benchmark.py --networks faceresnet50 --repeats 5 --json bench.json
     python tools/benchmark.py --quick --json quick.json         # smoke test, < 1 min
+    python tools/benchmark.py --networks faceresnet50 --torch-python /work/torchvenv/bin/python
 
 Variants: ``block`` (imperative Gluon), ``hybrid`` (static graph),
 ``fused`` (hybrid + MKLDNN fusion, BatchNorm folded into convolutions;
@@ -15,8 +16,19 @@ the same run.  Each network, and the head, runs in its own process.
 ``+RSS`` is the growth of the process's peak resident set
 over a variant's set-up and warm-up (its own memory); ``peak`` the process's
 peak so far (cumulative).
+
+``--torch-python PATH`` adds the PyTorch peer (tools/benchmark_torch.py, run
+by that interpreter; see its docstring for the install): in each network's
+and the head's process, a torch process sets up and warms up its variants
+first, then the two alternate repeat by repeat (ours, then torch), so both
+see the same machine load.  ``vs torch`` is ours / torch fp32 eager and
+``vs best`` ours / the fastest torch variant of the same task (for the head:
+torch's step time / ours, cross-entropy variants); above 1, ours is faster.
+The torch variants get a table of their own, and the parameter counts of
+both are printed side by side.
 """
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,6 +38,9 @@ import time
 
 from gluon_face._io import atomic_open
 
+TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark_torch.py")
+TORCH_PREFIX = "@@bench"
+HANDOFF_PAUSE_S = 0.5
 QUICK = dict(networks=["faceresnet18"], batch_size=2, image_size=32, repeats=2, warmup=1,
              head_classes=[2000], head_batch=32)
 
@@ -59,6 +74,8 @@ def _parse(argv):
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant (3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (1)")
     parser.add_argument("--no-train", action="store_true", help="embedding only")
+    parser.add_argument("--no-embed", action="store_true",
+                        help="training only (halves the memory of a network's process)")
     parser.add_argument("--head-classes", type=_int_list, default=[10000, 100000],
                         help="class counts for the head, '' for none "
                         "(default 10000,100000)")
@@ -67,6 +84,12 @@ def _parse(argv):
     parser.add_argument("--quick", action="store_true",
                         help="tiny smoke run (faceresnet18 at 32x32, batch 2, head 2k classes)")
     parser.add_argument("--json", metavar="OUT", help="also write the rows as JSON")
+    parser.add_argument("--torch-python", metavar="PATH",
+                        help="python of a venv with torch: also run tools/benchmark_torch.py, "
+                        "interleaved with ours, and add ratio columns")
+    parser.add_argument("--torch-modes", type=_list, default=None,
+                        help="variants of the torch peer (default its own: "
+                        "eager,cl,bf16,jit,compile)")
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -84,6 +107,14 @@ def _parse(argv):
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
+    if args.torch_modes is not None:
+        valid = _load_torch_tool().BACKBONE_MODES
+        bad = [m for m in args.torch_modes if m not in valid]
+        if bad or not args.torch_modes:
+            parser.error(f"--torch-modes: unknown {bad or args.torch_modes}; valid: "
+                         f"{', '.join(valid)}")
+    if args.no_train and args.no_embed and args.networks:
+        parser.error("--no-train and --no-embed leave nothing to measure for --networks")
     return args
 
 
@@ -91,10 +122,10 @@ def _fmt(value, low, high, unit, digits=2):
     return f"{value:.{digits}f} {unit} ({low:.{digits}f}-{high:.{digits}f})"
 
 
-def format_table(rows, roof_gflops):
-    """The rows as an aligned text table."""
+def format_table(rows, roof_gflops, torch=False):
+    """The rows as an aligned text table (with ``torch``: the ratio columns too)."""
     head = ["workload", "task", "variant", "median (min-max)", "x", "GFLOP/s", "roof",
-            "+RSS MiB", "peak MiB"]
+            "+RSS MiB", "peak MiB"] + (["vs torch", "vs best"] if torch else [])
     lines = []
     for r in rows:
         if r.get("workload") == "head":
@@ -108,6 +139,9 @@ def format_table(rows, roof_gflops):
         lines.append([name, task, r["mode"], value, f"{r['speedup']:.2f}",
                       f"{r['gflops']:.1f}", f"{100 * r['roof_fraction']:.0f}%",
                       f"{r['rss_added_mib']:.0f}", f"{r['peak_rss_mib']:.0f}"])
+        if torch:
+            lines[-1] += [_ratio(r.get("vs_torch")), _ratio(r.get("vs_torch_best"),
+                                                           r.get("torch_best_mode"))]
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
               for i, h in enumerate(head)]
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
@@ -116,6 +150,126 @@ def format_table(rows, roof_gflops):
     out.append(f"GEMM roof (float32 2048^2, best of np.dot / fully_connected over the "
                f"run): {roof_gflops:.1f} GFLOP/s")
     return "\n".join(out)
+
+
+def _ratio(value, mode=None):
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + (f" ({mode})" if mode else "")
+
+
+def add_torch_ratios(rows, torch_rows):
+    """Ratio columns of our ``rows`` against ``torch_rows`` (speed, ours / torch).
+
+    Backbone rows: ``vs_torch`` is our images/s over torch's fp32 ``eager``
+    variant of the same network and task, ``vs_torch_best`` over its fastest
+    variant (``torch_best_mode``).  Head rows: torch's step time over ours, at
+    the same class count, among torch's variants with the cross-entropy.
+    ``vs_torch_peak`` / ``vs_torch_best_peak`` are the same ratios from each
+    side's fastest repeat (on a shared machine the closest to the unloaded speed).
+    """
+    for r in rows:
+        if r.get("workload") == "head":
+            peers = {t["mode"]: t["step_s"] for t in torch_rows
+                     if t.get("workload") == "head" and t["num_classes"] == r["num_classes"]
+                     and t.get("cross_entropy", True)}
+            speed = {m: 1.0 / v for m, v in peers.items()}
+            peak = {t["mode"]: 1.0 / t["step_s_min"] for t in torch_rows
+                    if t.get("workload") == "head" and t["num_classes"] == r["num_classes"]
+                    and t.get("cross_entropy", True)}
+            ours, ours_peak = 1.0 / r["step_s"], 1.0 / r["step_s_min"]
+        else:
+            speed = {t["mode"]: t["images_s"] for t in torch_rows
+                     if t.get("workload") != "head" and t["network"] == r["network"]
+                     and t["task"] == r["task"]}
+            peak = {t["mode"]: t["images_s_max"] for t in torch_rows
+                    if t.get("workload") != "head" and t["network"] == r["network"]
+                    and t["task"] == r["task"]}
+            ours, ours_peak = r["images_s"], r["images_s_max"]
+        if not speed:
+            continue
+        best = max(speed, key=speed.get)
+        r["vs_torch"] = ours / speed["eager"] if "eager" in speed else None
+        r["vs_torch_best"], r["torch_best_mode"] = ours / speed[best], best
+        # the same from each side's fastest repeat: other load only slows a step down
+        best = max(peak, key=peak.get)
+        r["vs_torch_peak"] = ours_peak / peak["eager"] if "eager" in peak else None
+        r["vs_torch_best_peak"], r["torch_best_peak_mode"] = ours_peak / peak[best], best
+    return rows
+
+
+class TorchPeer:
+    """tools/benchmark_torch.py ``--serve`` in a subprocess, driven in lock-step.
+
+    The constructor returns once the peer has set up and warmed up its
+    variants; :meth:`step` runs one repeat of them and waits for it.
+    """
+
+    def __init__(self, python, argv):
+        self.proc = subprocess.Popen([python, TORCH_SCRIPT, "--serve", *argv],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._expect("ready")
+
+    def _expect(self, word):
+        for line in self.proc.stdout:
+            parts = line.split(None, 2)
+            if parts[:2] == [TORCH_PREFIX, word]:
+                return parts[2] if len(parts) > 2 else ""
+        code = self.proc.wait()
+        raise RuntimeError(f"the torch peer stopped before '{word}' (exit {code})")
+
+    def _send(self, text):
+        try:
+            self.proc.stdin.write(text + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            raise RuntimeError(f"the torch peer stopped (exit {self.proc.wait()})") from None
+
+    def step(self, *words):
+        """One timed repeat of every torch variant (of class count ``words`` for the head)."""
+        self._send(" ".join(["step", *map(str, words)]))
+        self._expect("done")
+
+    def finish(self):
+        """The peer's ``{'info', 'rows'}``; it exits."""
+        self._send("finish")
+        result = json.loads(self._expect("result"))
+        self.close()
+        return result
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _torch_argv(args, networks, head_classes):
+    argv = ["--networks", ",".join(networks) or "none",
+            "--head-classes", ",".join(str(c) for c in head_classes)]
+    for name in ("batch_size", "image_size", "warmup", "head_batch", "emb_size"):
+        argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if args.torch_modes:
+        argv += ["--modes", ",".join(args.torch_modes)]
+    return argv + (["--no-train"] if args.no_train else []) + \
+        (["--no-embed"] if args.no_embed else [])
+
+
+def _check_torch_python(path):
+    """One-line reason why ``path`` cannot run the torch peer, or None."""
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        return f"--torch-python {path}: not an executable file"
+    try:
+        proc = subprocess.run([path, "-c", "import torch; print(torch.__version__)"],
+                              capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"--torch-python {path}: cannot run it ({type(err).__name__})"
+    if proc.returncode != 0:
+        return f"--torch-python {path}: cannot import torch"
+    return None
 
 
 def _log(text):
@@ -129,19 +283,55 @@ def _measure(args):
     from gluon_face.benchmark import GemmRoof, measure_backbone, measure_head
 
     roof = GemmRoof()
-    rows = []
+    rows, torch_parts = [], []
+
+    def then_torch(peer, *words):
+        # after each of our repeats, one repeat of the torch peer: both see the same load.
+        # The pauses let the OpenMP threads of each side stop spin-waiting (MXNet's
+        # runtime spins for KMP_BLOCKTIME, 200 ms) before the other one is timed.
+        def progress(text):
+            _log(text)
+            time.sleep(HANDOFF_PAUSE_S)
+            peer.step(*words)
+            time.sleep(HANDOFF_PAUSE_S)
+        return progress
+
     for name in args.networks:
-        _log(f"{name}: building {', '.join(args.modes)}")
-        rows += measure_backbone(name, modes=args.modes, batch_size=args.batch_size,
-                                 image_size=args.image_size, repeats=args.repeats,
-                                 warmup=args.warmup, train=not args.no_train,
-                                 roof=roof, progress=_log)
-        mx.nd.waitall()
+        peer = None
+        if args.torch_python:
+            _log(f"{name}: torch peer setting up")
+            peer = TorchPeer(args.torch_python, _torch_argv(args, [name], []))
+        try:
+            _log(f"{name}: building {', '.join(args.modes)}")
+            rows += measure_backbone(name, modes=args.modes, batch_size=args.batch_size,
+                                     image_size=args.image_size, repeats=args.repeats,
+                                     warmup=args.warmup, train=not args.no_train,
+                                     embed=not args.no_embed, roof=roof,
+                                     progress=then_torch(peer) if peer else _log)
+            mx.nd.waitall()
+            if peer:
+                torch_parts.append(peer.finish())
+        finally:
+            if peer:
+                peer.close()
     if args.head_classes:
-        rows += measure_head(args.head_classes, emb_size=args.emb_size,
-                             batch_size=args.head_batch, repeats=args.repeats,
-                             warmup=args.warmup, roof=roof, progress=_log)
-    return rows, roof.samples
+        if not args.torch_python:
+            rows += measure_head(args.head_classes, emb_size=args.emb_size,
+                                 batch_size=args.head_batch, repeats=args.repeats,
+                                 warmup=args.warmup, roof=roof, progress=_log)
+        else:
+            _log("head: torch peer setting up")
+            peer = TorchPeer(args.torch_python, _torch_argv(args, [], args.head_classes))
+            try:
+                for classes in args.head_classes:
+                    rows += measure_head([classes], emb_size=args.emb_size,
+                                         batch_size=args.head_batch, repeats=args.repeats,
+                                         warmup=args.warmup, roof=roof,
+                                         progress=then_torch(peer, classes))
+                torch_parts.append(peer.finish())
+            finally:
+                peer.close()
+    return rows, roof.samples, torch_parts
 
 
 def _child_argv(args, networks, head_classes, out):
@@ -151,7 +341,12 @@ def _child_argv(args, networks, head_classes, out):
             "--modes", ",".join(args.modes)]
     for name in ("batch_size", "image_size", "repeats", "warmup", "head_batch", "emb_size"):
         argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    return argv + (["--no-train"] if args.no_train else [])
+    if args.torch_python:
+        argv += ["--torch-python", args.torch_python]
+        if args.torch_modes:
+            argv += ["--torch-modes", ",".join(args.torch_modes)]
+    return argv + (["--no-train"] if args.no_train else []) + \
+        (["--no-embed"] if args.no_embed else [])
 
 
 def _run_children(args):
@@ -164,7 +359,7 @@ def _run_children(args):
     jobs = [([name], []) for name in args.networks]
     if args.head_classes:
         jobs.append(([], args.head_classes))
-    rows, samples = [], []
+    rows, samples, torch_parts = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (networks, classes) in enumerate(jobs):
             out = os.path.join(tmp, f"part{i}.json")
@@ -177,7 +372,39 @@ def _run_children(args):
                 part = json.load(f)
             rows += part["rows"]
             samples += part["roof_samples"]
-    return rows, samples
+            torch_parts += part.get("torch", [])
+    return rows, samples, torch_parts
+
+
+def _param_counts(args, torch_rows):
+    """``{network: {'ours': n, 'torch': n}}``: parameters, BatchNorm running statistics apart."""
+    from gluon_face.model_zoo import get_model, summarize
+
+    counts = {}
+    for name in args.networks:
+        net = get_model(name, emb_size=args.emb_size, image_size=args.image_size)
+        theirs = [r["params"] for r in torch_rows if r.get("network") == name]
+        counts[name] = {"ours": summarize(net).params, "torch": theirs[0] if theirs else None}
+    return counts
+
+
+def _load_torch_tool():
+    spec = importlib.util.spec_from_file_location("benchmark_torch", TORCH_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _print_torch(args, info, torch_rows):
+    if info:
+        print(f"\nPyTorch peer: torch {info['torch']} ({info['cpu_capability']}), "
+              f"{info['threads']} threads, insightface IR-ResNet / ArcFace written in "
+              f"tools/benchmark_torch.py, repeats interleaved with ours")
+    for name, c in _param_counts(args, torch_rows).items():
+        same = "equal" if c["ours"] == c["torch"] else "DIFFERENT"
+        theirs = "-" if c["torch"] is None else f"{c['torch']:,}"
+        print(f"{name} parameters: ours {c['ours']:,}, torch {theirs} ({same})")
+    print(_load_torch_tool().format_table(torch_rows))
 
 
 def main(argv=None):
@@ -193,13 +420,18 @@ def main(argv=None):
     except ImportError as err:
         print(f"benchmark: error: {err}", file=sys.stderr)
         return 1
+    if args.torch_python and not args.worker_out:
+        reason = _check_torch_python(args.torch_python)
+        if reason:
+            print(f"benchmark: error: {reason}", file=sys.stderr)
+            return 1
     try:
         if args.worker_out:
-            rows, samples = _measure(args)
+            rows, samples, torch_parts = _measure(args)
             with atomic_open(args.worker_out) as f:
-                json.dump({"rows": rows, "roof_samples": samples}, f)
+                json.dump({"rows": rows, "roof_samples": samples, "torch": torch_parts}, f)
             return 0
-        rows, samples = _run_children(args)
+        rows, samples, torch_parts = _run_children(args)
     except errors as err:
         text = str(err).strip().splitlines()
         print(f"benchmark: error: {text[0] if text else type(err).__name__}", file=sys.stderr)
@@ -213,11 +445,22 @@ def main(argv=None):
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average at the start "
           f"{load[0]:.1f}; {args.repeats} timed steps per variant after {args.warmup} warm-up; "
           f"one process per network and one for the head")
-    print(format_table(rows, roof))
+    torch_rows = [r for part in torch_parts for r in part["rows"]]
+    for row in torch_rows:
+        row["roof_fraction"] = row["gflops"] / roof
+    if args.torch_python:
+        add_torch_ratios(rows, torch_rows)
+    print(format_table(rows, roof, torch=bool(args.torch_python)))
+    torch_info = torch_parts[0]["info"] if torch_parts else None
+    if args.torch_python:
+        _print_torch(args, torch_info, torch_rows)
     if args.json:
         result = {"args": {k: v for k, v in vars(args).items() if k != "worker_out"},
                   "gemm_roof_gflops": roof, "gemm_roof_samples": samples,
                   "load_average": load[0], "rows": rows}
+        if args.torch_python:
+            result["torch"] = {"info": torch_info, "rows": torch_rows,
+                               "params": _param_counts(args, torch_rows)}
         try:
             with atomic_open(args.json) as f:
                 json.dump(result, f, indent=2)
