@@ -30,7 +30,10 @@ def test_measure_head(kind):
 
 
 def test_memory_readers():
-    assert peak_rss_bytes() >= rss_bytes() > 1 << 20
+    # the kernel folds per-thread RSS counters in lazily: allow a few pages of skew
+    current = rss_bytes()
+    assert current > 1 << 20
+    assert peak_rss_bytes() >= current - (1 << 20)
 
 
 def test_measure_head_rejects_unknown_kind():
