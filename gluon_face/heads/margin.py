@@ -20,6 +20,18 @@ MARGIN_PRESETS = {
     "combined": dict(margin_s=64.0, margin_m=0.3, margin_a=1.0, margin_b=0.2),
 }
 
+
+def preset_kwargs(name, **overrides):
+    """The margin keywords of ``MARGIN_PRESETS[name]`` updated with ``overrides``.
+
+    ``ValueError`` listing the presets when ``name`` is unknown.
+    """
+    if name not in MARGIN_PRESETS:
+        valid = ", ".join(sorted(MARGIN_PRESETS))
+        raise ValueError(f"unknown margin preset {name!r}; valid presets: {valid}")
+    return dict(MARGIN_PRESETS[name], **overrides)
+
+
 # Largest float32 below 1 is 1 - 2**-24; clamping arccos' argument two ulps inside
 # [-1, 1] keeps its derivative finite (about 2e3) where |cos| rounds to 1.
 _ACOS_EPS = 1e-7
@@ -152,12 +164,7 @@ class ArcMarginBlock(nn.HybridBlock):
 
         ``ValueError`` listing the presets when ``name`` is unknown.
         """
-        if name not in MARGIN_PRESETS:
-            valid = ", ".join(sorted(MARGIN_PRESETS))
-            raise ValueError(f"unknown margin preset {name!r}; valid presets: {valid}")
-        kwargs = dict(MARGIN_PRESETS[name])
-        kwargs.update(overrides)
-        return cls(emb_size, num_classes, **kwargs)
+        return cls(emb_size, num_classes, **preset_kwargs(name, **overrides))
 
     def target_logit(self, F, cos_t):
         """Margin target :math:`z_y/s` from the target cosines ``cos_t`` (B,) -> (B,)."""

@@ -8,8 +8,9 @@ from mxnet import autograd, np, npx
 from mxnet.util import use_np
 
 from .._io import atomic_path
-from ..heads import MARGIN_PRESETS, ArcMarginBlock
+from ..heads import ArcMarginBlock
 from ..heads._utils import check_positive_int, check_real, l2_normalize
+from ..heads.margin import preset_kwargs
 
 #: Parameter-file key of the class centres, the same as :class:`ArcMarginBlock`'s.
 WEIGHT_KEY = "fc7_weight"
@@ -174,12 +175,7 @@ class ShardedMarginHead:
 
         ``ValueError`` listing the presets when ``name`` is unknown.
         """
-        if name not in MARGIN_PRESETS:
-            valid = ", ".join(sorted(MARGIN_PRESETS))
-            raise ValueError(f"unknown margin preset {name!r}; valid presets: {valid}")
-        kwargs = dict(MARGIN_PRESETS[name])
-        kwargs.update(overrides)
-        return cls(emb_size, num_classes, ctx_list=ctx_list, **kwargs)
+        return cls(emb_size, num_classes, ctx_list=ctx_list, **preset_kwargs(name, **overrides))
 
     # ------------------------------------------------------------------ weights
     @property
