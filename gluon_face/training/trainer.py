@@ -506,13 +506,16 @@ class FaceTrainer:
         """Raise :class:`TrainingDiverged` if any weight is NaN or infinite."""
         for name, total in self._weight_sums():
             if not math.isfinite(float(total.item())):
-                last = self._out("checkpoints", "last")
-                kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
-                    "no checkpoint was saved yet"
-                raise TrainingDiverged(
-                    f"weights are not finite ({name}) after step {self.step} (epoch "
-                    f"{self.epoch_of(self.step - 1)}); not saved; {kept}. Try a lower --lr or "
-                    "a longer --warmup-epochs")
+                raise self._diverged(f"weights are not finite ({name}) after step {self.step} "
+                                     f"(epoch {self.epoch_of(self.step - 1)}); not saved")
+
+    def _diverged(self, problem):
+        """:class:`TrainingDiverged` for ``problem``, naming the checkpoint that is kept."""
+        last = self._out("checkpoints", "last")
+        kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
+            "no checkpoint was saved yet"
+        return TrainingDiverged(f"{problem}; {kept}. Try a lower --lr or a longer "
+                                "--warmup-epochs")
 
     def save(self, which="last"):
         """Write the full state to ``<output>/checkpoints/<which>``; returns the folder.
@@ -566,13 +569,9 @@ class FaceTrainer:
         total = sum(float(l.sum().item()) for l in losses)
         value = total / len(data)
         if not math.isfinite(value):
-            last = self._out("checkpoints", "last")
-            kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
-                "no checkpoint was saved yet"
-            raise TrainingDiverged(
-                f"loss is {value} at step {self.step + 1} (epoch {self.epoch_of(self.step)}); "
-                f"stopped before updating the weights; {kept}. Try a lower --lr or a longer "
-                "--warmup-epochs")
+            raise self._diverged(f"loss is {value} at step {self.step + 1} (epoch "
+                                 f"{self.epoch_of(self.step)}); stopped before updating the "
+                                 "weights")
         batch = len(data) * self.num_workers
         self._sync_kvstore()
         if self.loss_scaler is None:
