@@ -70,3 +70,30 @@ def make_config(tiny_data, tmp_path):
         changes.setdefault("output", str(tmp_path / "run"))
         return tiny_config(changes.pop("data_dir", tiny_data), **changes)
     return make
+
+
+def _train_losses(trainer, steps):
+    """``steps`` train_step calls in the trainer's own data order; list of losses."""
+    from gluon_face.training.loader import EpochBatches, FlipDataset
+
+    cfg = trainer.config
+    dataset = FlipDataset(trainer.dataset, trainer.transform)
+    out = []
+    while len(out) < steps:
+        epoch = trainer.step // trainer.steps_per_epoch
+        sampler = EpochBatches(len(trainer.dataset), cfg.batch_size, epoch, seed=cfg.seed,
+                               flip=cfg.flip, start=trainer.step % trainer.steps_per_epoch)
+        for batch in sampler:
+            items = [dataset[i] for i in batch]
+            data = onp.stack([x for x, _ in items])
+            label = onp.array([y for _, y in items], dtype=onp.float32)
+            out.append(trainer.train_step(data, label))
+            if len(out) == steps:
+                break
+    return out
+
+
+@pytest.fixture
+def run_steps():
+    """``run_steps(trainer, n)``: ``n`` training steps in the trainer's data order -> losses."""
+    return _train_losses

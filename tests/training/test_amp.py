@@ -25,27 +25,6 @@ from gluon_face.training.checkpoint import load_checkpoint_state
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="CPU without avx512_bf16")
 
 
-def _losses(trainer, steps):
-    """``steps`` train_step calls in the trainer's own data order; list of losses."""
-    from gluon_face.training.loader import EpochBatches, FlipDataset
-
-    cfg = trainer.config
-    dataset = FlipDataset(trainer.dataset, trainer.transform)
-    out = []
-    while len(out) < steps:
-        epoch = trainer.step // trainer.steps_per_epoch
-        sampler = EpochBatches(len(trainer.dataset), cfg.batch_size, epoch, seed=cfg.seed,
-                               flip=cfg.flip, start=trainer.step % trainer.steps_per_epoch)
-        for batch in sampler:
-            items = [dataset[i] for i in batch]
-            data = onp.stack([x for x, _ in items])
-            label = onp.array([y for _, y in items], dtype=onp.float32)
-            out.append(trainer.train_step(data, label))
-            if len(out) == steps:
-                break
-    return out
-
-
 def _weights(block):
     return {k: v.data(v.list_ctx()[0]).asnumpy().copy()
             for k, v in block._collect_params_with_prefix().items()}
@@ -178,7 +157,7 @@ def test_count_skipped_update_keeps_the_schedule_in_step():
 
 # ----------------------------------------------------------------------------- training
 @needs_bf16
-def test_bf16_loss_curve_follows_fp32_on_the_demo_data(tmp_path):
+def test_bf16_loss_curve_follows_fp32_on_the_demo_data(tmp_path, run_steps):
     """24 steps on the digits demo set, softmax head, tiny FaceResNet-18.
 
     The same seed gives the same initial weights and batches, so the two
@@ -200,7 +179,7 @@ def test_bf16_loss_curve_follows_fp32_on_the_demo_data(tmp_path):
                           hybridize=True, amp=amp, seed=seed,
                           output=str(tmp_path / f"{amp}{seed}"))
         trainer = FaceTrainer(cfg)
-        return onp.array(_losses(trainer, 24)), trainer
+        return onp.array(run_steps(trainer, 24)), trainer
 
     fp32, _ = run(False)
     bf16, trainer = run(True)
@@ -221,9 +200,9 @@ def test_bf16_loss_curve_follows_fp32_on_the_demo_data(tmp_path):
 
 
 @needs_bf16
-def test_two_contexts_with_amp_keep_replicas_identical(make_config):
+def test_two_contexts_with_amp_keep_replicas_identical(make_config, run_steps):
     trainer = FaceTrainer(make_config(amp=True, ctx="cpu:0,1", hybridize=True))
-    losses = _losses(trainer, 3)
+    losses = run_steps(trainer, 3)
     assert all(onp.isfinite(losses))
     for name, param in trainer.backbone.collect_params().items():
         if param.grad_req == "null":  # BatchNorm running statistics are per device
@@ -239,14 +218,14 @@ def _with_scaler(monkeypatch, **kw):
 
 
 @needs_bf16
-def test_scaled_loss_trains_exactly_as_unscaled(make_config, monkeypatch, tmp_path):
+def test_scaled_loss_trains_exactly_as_unscaled(make_config, monkeypatch, tmp_path, run_steps):
     """A power-of-two scale is divided out exactly: same losses and weights."""
     plain = FaceTrainer(make_config(amp=True, output=str(tmp_path / "a")))
     assert plain.loss_scaler is None  # bfloat16 needs no scaling
-    base = _losses(plain, 3)
+    base = run_steps(plain, 3)
     _with_scaler(monkeypatch, init_scale=2.0 ** 12)
     scaled = FaceTrainer(make_config(amp=True, output=str(tmp_path / "b")))
-    assert _losses(scaled, 3) == pytest.approx(base, rel=1e-6)
+    assert run_steps(scaled, 3) == pytest.approx(base, rel=1e-6)
     for key, value in _weights(plain.backbone).items():
         onp.testing.assert_allclose(_weights(scaled.backbone)[key], value, rtol=1e-5,
                                     atol=1e-7, err_msg=key)
@@ -254,10 +233,10 @@ def test_scaled_loss_trains_exactly_as_unscaled(make_config, monkeypatch, tmp_pa
 
 
 @needs_bf16
-def test_injected_overflow_skips_the_step_and_halves_the_scale(make_config, monkeypatch):
+def test_injected_overflow_skips_the_step_and_halves_the_scale(make_config, monkeypatch, run_steps):
     _with_scaler(monkeypatch, init_scale=2.0 ** 12, growth_interval=2)
     trainer = FaceTrainer(make_config(amp=True, ctx="cpu:0,1"))
-    _losses(trainer, 1)
+    run_steps(trainer, 1)
     before = _weights(trainer.backbone), _weights(trainer.head)
     updates = trainer.trainer.optimizer.num_update
     reduce = trainer.trainer.allreduce_grads
@@ -268,7 +247,7 @@ def test_injected_overflow_skips_the_step_and_halves_the_scale(make_config, monk
         param.grad(trainer.ctx[0])[0] = onp.inf
 
     monkeypatch.setattr(trainer.trainer, "allreduce_grads", reduce_then_poison)
-    assert onp.isfinite(_losses(trainer, 1)[0])  # the loss itself was fine
+    assert onp.isfinite(run_steps(trainer, 1)[0])  # the loss itself was fine
     assert trainer.loss_scaler.scale == 2.0 ** 11 and trainer.loss_scaler.skipped == 1
     assert trainer.step == 2 and trainer.trainer.optimizer.num_update == updates + 1
     for got, want in zip((_weights(trainer.backbone), _weights(trainer.head)), before):
@@ -276,17 +255,18 @@ def test_injected_overflow_skips_the_step_and_halves_the_scale(make_config, monk
             if "running_" not in key:  # BatchNorm statistics move in every forward pass
                 onp.testing.assert_array_equal(got[key], value, err_msg=key)
     monkeypatch.setattr(trainer.trainer, "allreduce_grads", reduce)
-    _losses(trainer, 2)  # two clean steps: applied, and the scale grows back
+    run_steps(trainer, 2)  # two clean steps: applied, and the scale grows back
     assert trainer.loss_scaler.scale == 2.0 ** 12
     changed = _weights(trainer.backbone)
     assert any(not onp.array_equal(changed[k], v) for k, v in before[0].items())
 
 
 @needs_bf16
-def test_resume_with_amp_repeats_the_uninterrupted_losses(make_config, monkeypatch, tmp_path):
+def test_resume_with_amp_repeats_the_uninterrupted_losses(make_config, monkeypatch, tmp_path,
+                                                          run_steps):
     _with_scaler(monkeypatch, init_scale=2.0 ** 10, growth_interval=2)
     common = dict(amp=True, epochs=2, warmup_epochs=0.5, hybridize=True)
-    whole = _losses(FaceTrainer(make_config(output=str(tmp_path / "full"), **common)), 7)
+    whole = run_steps(FaceTrainer(make_config(output=str(tmp_path / "full"), **common)), 7)
 
     part = str(tmp_path / "part")
     first = FaceTrainer(make_config(output=part, max_steps=3, **common))
@@ -300,11 +280,11 @@ def test_resume_with_amp_repeats_the_uninterrupted_losses(make_config, monkeypat
     resumed = FaceTrainer(make_config(output=part, resume=part, **common))
     assert resumed.loss_scaler.state_dict() == first.loss_scaler.state_dict()
     # the scale differs from the uninterrupted run's, but powers of two are exact
-    onp.testing.assert_allclose(_losses(resumed, 4), whole[3:], rtol=1e-5)
+    onp.testing.assert_allclose(run_steps(resumed, 4), whole[3:], rtol=1e-5)
 
 
 @needs_bf16
-def test_amp_checkpoint_is_float32_and_loads_without_amp(make_config, tmp_path):
+def test_amp_checkpoint_is_float32_and_loads_without_amp(make_config, tmp_path, run_steps):
     out = str(tmp_path / "run")
     summary = FaceTrainer(make_config(amp=True, output=out, max_steps=2)).fit()
     folder = summary["checkpoint"]
@@ -316,7 +296,7 @@ def test_amp_checkpoint_is_float32_and_loads_without_amp(make_config, tmp_path):
     assert emb.dtype == onp.float32 and onp.isfinite(emb.asnumpy()).all()
     # and it resumes without --amp
     resumed = FaceTrainer(make_config(output=str(tmp_path / "again"), resume=folder))
-    assert resumed.step == 2 and onp.isfinite(_losses(resumed, 1)[0])
+    assert resumed.step == 2 and onp.isfinite(run_steps(resumed, 1)[0])
 
 
 def test_enable_amx_needs_the_flag(tmp_path, monkeypatch):
@@ -358,14 +338,14 @@ def test_enable_amx_makes_onednn_use_tiles_without_leaking_the_variable(tmp_path
 
 
 @needs_bf16
-def test_amp_with_the_sharded_head_and_center_loss(make_config, monkeypatch):
+def test_amp_with_the_sharded_head_and_center_loss(make_config, monkeypatch, run_steps):
     """The model-parallel head stays float32; a loss scale reaches the backbone only."""
     _with_scaler(monkeypatch, init_scale=2.0 ** 8)
     cfg = dict(ctx="cpu:0,1", model_parallel=True, center_loss_weight=0.01)
     plain = FaceTrainer(make_config(**cfg))
     scaled = FaceTrainer(make_config(amp=True, **cfg))
     assert scaled.parallel and scaled.loss_scaler is not None
-    a, b = _losses(plain, 3), _losses(scaled, 3)
+    a, b = run_steps(plain, 3), run_steps(scaled, 3)
     assert all(onp.isfinite(b)) and scaled.loss_scaler.skipped == 0
     # same weights: bfloat16 rounding only, amplified by CosFace's scale s=64
     assert b[0] == pytest.approx(a[0], rel=3e-2)

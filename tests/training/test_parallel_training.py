@@ -14,7 +14,7 @@ from gluon_face.training import CheckpointError, ConfigError, FaceTrainer, Train
 from gluon_face.training.checkpoint import load_checkpoint_state
 
 from .conftest import SIZE, _png, tiny_config
-from .test_trainer import _losses, _params
+from .test_trainer import _params
 
 MANY_CLASSES = 16
 COLOURS = ((0,), (1,), (2,), (0, 1))
@@ -49,7 +49,8 @@ def _centres(trainer):
 
 
 @pytest.mark.parametrize("loss, optimizer", [("cosface", "sgd"), ("arcface", "adamw")])
-def test_model_parallel_equals_the_single_device_head(make_config, tmp_path, loss, optimizer):
+def test_model_parallel_equals_the_single_device_head(make_config, tmp_path, loss, optimizer,
+                                                      run_steps):
     """Plain head vs class centres sharded over cpu(0), cpu(1): same losses and weights.
 
     freeze_bn as in test_two_contexts_equal_one_context, so the split batch is the
@@ -68,7 +69,7 @@ def test_model_parallel_equals_the_single_device_head(make_config, tmp_path, los
             assert not isinstance(trainer.head, PartialFC)
             assert [s.size for s in trainer.head.shards] == [2, 2]
         start = _centres(trainer).copy()
-        losses = _losses(trainer, 4)
+        losses = run_steps(trainer, 4)
         runs.append((start, losses, _params(trainer.backbone), _centres(trainer)))
     (start0, loss0, bb0, w0), (start1, loss1, bb1, w1) = runs
     onp.testing.assert_array_equal(start0, start1)
@@ -80,14 +81,14 @@ def test_model_parallel_equals_the_single_device_head(make_config, tmp_path, los
     assert not onp.allclose(start1, w1)  # the head's own optimizer did update the centres
 
 
-def test_head_lr_follows_the_backbone_schedule(make_config):
+def test_head_lr_follows_the_backbone_schedule(make_config, run_steps):
     trainer = FaceTrainer(make_config(ctx="cpu:0,1", model_parallel=True, warmup_epochs=1.0,
                                       epochs=2, optimizer="nag", momentum=0.8, wd=1e-3))
     opt, head_opt = trainer.trainer.optimizer, trainer.head.optimizer
     assert type(head_opt) is type(opt) and head_opt is not opt
     assert (head_opt.momentum, head_opt.wd) == (0.8, 1e-3)
     for _ in range(3):
-        _losses(trainer, 1)
+        run_steps(trainer, 1)
         assert head_opt.num_update == opt.num_update == trainer.step
         assert head_opt.learning_rate == pytest.approx(trainer.trainer.learning_rate)
         assert head_opt.learning_rate == pytest.approx(trainer.scheduler(trainer.step))
@@ -97,21 +98,21 @@ def _sampled_fraction(trainer):
     return len(trainer.head.sampled_classes()) / trainer.num_classes
 
 
-def test_partial_fc_trains_and_the_loss_falls(many_data, tmp_path):
+def test_partial_fc_trains_and_the_loss_falls(many_data, tmp_path, run_steps):
     trainer = FaceTrainer(tiny_config(many_data, output=str(tmp_path / "pfc"), ctx="cpu:0,1",
                                       sample_rate=0.5, lr=0.1, hybridize=True, epochs=6,
                                       loss="arcface", margin_s=8.0, margin_m=0.1))
     assert isinstance(trainer.head, PartialFC) and trainer.head.sample_rate == 0.5
     losses, fractions = [], []
     for _ in range(36):
-        losses += _losses(trainer, 1)
+        losses += run_steps(trainer, 1)
         fractions.append(_sampled_fraction(trainer))
     assert all(math.isfinite(v) for v in losses), losses
     assert min(fractions) < 1.0, fractions  # some steps really used a subset of the centres
     assert onp.mean(losses[-6:]) < 0.75 * onp.mean(losses[:6]), losses
 
 
-def test_partial_fc_resume_repeats_the_uninterrupted_losses(many_data, tmp_path):
+def test_partial_fc_resume_repeats_the_uninterrupted_losses(many_data, tmp_path, run_steps):
     # 16 classes over 2 shards of 8 at rate 0.75: 6 rows per shard and step, i.e. the
     # batch's classes plus negatives drawn by the head's generator (saved in head.states).
     common = dict(ctx="cpu:0,1", sample_rate=0.75, epochs=2, lr=0.05, warmup_epochs=0.5,
@@ -119,7 +120,7 @@ def test_partial_fc_resume_repeats_the_uninterrupted_losses(many_data, tmp_path)
     full = FaceTrainer(tiny_config(many_data, output=str(tmp_path / "full"), **common))
     whole, fractions = [], []
     for _ in range(9):
-        whole += _losses(full, 1)
+        whole += run_steps(full, 1)
         fractions.append(_sampled_fraction(full))
     assert min(fractions) < 1.0, fractions
     first = FaceTrainer(tiny_config(many_data, output=str(tmp_path / "part"), max_steps=5,
@@ -131,7 +132,7 @@ def test_partial_fc_resume_repeats_the_uninterrupted_losses(many_data, tmp_path)
                                       resume=str(tmp_path / "part"), **common))
     assert resumed.step == 5
     assert resumed.head.optimizer.learning_rate == pytest.approx(full.scheduler(5))
-    after = _losses(resumed, 4)
+    after = run_steps(resumed, 4)
     onp.testing.assert_allclose(after, whole[5:], rtol=1e-5)
     onp.testing.assert_allclose(resumed.head.weight(), full.head.weight(), rtol=1e-5,
                                 atol=1e-7)

@@ -18,39 +18,15 @@ from gluon_face.training import (
 from gluon_face.training.checkpoint import load_checkpoint_state
 
 
-def _losses(trainer, steps):
-    """Run ``steps`` steps of the trainer's own data order; list of losses."""
-    from mxnet import gluon
-
-    from gluon_face.training.loader import EpochBatches, FlipDataset
-
-    out = []
-    cfg = trainer.config
-    dataset = FlipDataset(trainer.dataset, trainer.transform)
-    while len(out) < steps:
-        epoch = trainer.step // trainer.steps_per_epoch
-        sampler = EpochBatches(len(trainer.dataset), cfg.batch_size, epoch, seed=cfg.seed,
-                               flip=cfg.flip, start=trainer.step % trainer.steps_per_epoch)
-        for batch in sampler:
-            items = [dataset[i] for i in batch]
-            data = onp.stack([x for x, _ in items])
-            label = onp.array([y for _, y in items], dtype=onp.float32)
-            out.append(trainer.train_step(data, label))
-            if len(out) == steps:
-                break
-    del gluon
-    return out
-
-
 def _params(block):
     return {k: v.data(v.list_ctx()[0]).asnumpy() for k, v in
             block._collect_params_with_prefix().items()}
 
 
 @pytest.mark.parametrize("loss", list_heads())
-def test_every_loss_trains_finite(make_config, loss):
+def test_every_loss_trains_finite(make_config, loss, run_steps):
     trainer = FaceTrainer(make_config(loss=loss, lr=0.01))
-    losses = _losses(trainer, 3)
+    losses = run_steps(trainer, 3)
     assert all(math.isfinite(v) for v in losses), losses
 
 
@@ -63,10 +39,10 @@ def test_margin_flags_reach_the_head(make_config):
         FaceTrainer(make_config(loss="softmax", margin_m=0.3))
 
 
-def test_center_loss_and_label_smoothing_train(make_config):
+def test_center_loss_and_label_smoothing_train(make_config, run_steps):
     trainer = FaceTrainer(make_config(center_loss_weight=0.01, label_smoothing=0.1))
     before = trainer.center.centers.data().asnumpy().copy()
-    losses = _losses(trainer, 2)
+    losses = run_steps(trainer, 2)
     assert all(math.isfinite(v) for v in losses)
     assert not onp.allclose(before, trainer.center.centers.data().asnumpy())
 
@@ -92,7 +68,7 @@ def test_full_run_loss_falls_and_writes_outputs(make_config, tmp_path):
     assert head(backbone(x), mx.np.zeros((2,))).shape == (2, 4)
 
 
-def test_two_contexts_equal_one_context(make_config, tmp_path):
+def test_two_contexts_equal_one_context(make_config, tmp_path, run_steps):
     """Same global batch on [cpu(0)] and on [cpu(0), cpu(1)]: same losses and weights.
 
     BatchNorm in training mode normalises with the statistics of each device's
@@ -106,7 +82,7 @@ def test_two_contexts_equal_one_context(make_config, tmp_path):
         cfg = make_config(ctx=ctx, freeze_bn=True, loss="cosface", lr=0.005, kvstore=kvstore,
                           output=str(tmp_path / (ctx + kvstore)))
         trainer = FaceTrainer(cfg)
-        losses = _losses(trainer, 4)
+        losses = run_steps(trainer, 4)
         runs.append((losses, _params(trainer.backbone), _params(trainer.head)))
     for other in runs[1:]:
         onp.testing.assert_allclose(runs[0][0], other[0], rtol=1e-5)
@@ -117,11 +93,11 @@ def test_two_contexts_equal_one_context(make_config, tmp_path):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_resume_repeats_the_uninterrupted_losses(make_config, tmp_path, optimizer):
+def test_resume_repeats_the_uninterrupted_losses(make_config, tmp_path, optimizer, run_steps):
     common = dict(epochs=2, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 0.003,
                   warmup_epochs=0.5, use_dropout=True, log_interval=1)
     full = FaceTrainer(make_config(output=str(tmp_path / "full"), **common))
-    whole = _losses(full, 9)
+    whole = run_steps(full, 9)
 
     first = FaceTrainer(make_config(output=str(tmp_path / "part"), max_steps=5, **common))
     summary = first.fit()
@@ -130,7 +106,7 @@ def test_resume_repeats_the_uninterrupted_losses(make_config, tmp_path, optimize
                                       resume=str(tmp_path / "part"), **common))
     assert resumed.step == 5
     assert resumed.trainer.learning_rate == pytest.approx(full.scheduler(5))
-    after = _losses(resumed, 4)
+    after = run_steps(resumed, 4)
     onp.testing.assert_allclose(after, whole[5:], rtol=1e-5)
 
 
