@@ -11,6 +11,20 @@ __all__ = ["dunn_index"]
 _METRICS = ("euclidean", "cosine")
 
 
+def check_labelled(x, labels):
+    """``labels`` as an array, after checking ``x`` (N, D) is finite and ``labels`` is (N,).
+
+    ``ValueError`` naming the argument otherwise.
+    """
+    if not np.all(np.isfinite(x)):
+        raise ValueError("embeddings has NaN or infinite values")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(x):
+        raise ValueError(f"labels must be 1-D with one entry per embedding ({len(x)}), "
+                         f"got shape {labels.shape}")
+    return labels
+
+
 def _blocks(n, size):
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -93,12 +107,7 @@ def dunn_index(embeddings, labels, percentile=95, metric="euclidean", return_par
     if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
         raise ValueError(f"embeddings must hold real numbers, got dtype {x.dtype}")
     x = x.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("embeddings has NaN or infinite values")
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or len(labels) != len(x):
-        raise ValueError(f"labels must be 1-D with one entry per embedding ({len(x)}), "
-                         f"got shape {labels.shape}")
+    labels = check_labelled(x, labels)
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
     if metric == "cosine" and np.any(~np.any(x, axis=1)):

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .._io import atomic_path
+from .dunn import check_labelled
 from .margins import MARGIN_PRESETS, target_logit_numpy
 from .verification import VerificationResult, l2_normalize
 
@@ -78,12 +79,7 @@ def plot_embeddings(embeddings, labels, title=None, unit_circle=False, centers=N
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] < 2:
         raise ValueError("embeddings must be 2-D (N, D) with N >= 1 and D >= 2, "
                          f"got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("embeddings has NaN or infinite values")
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or len(labels) != len(x):
-        raise ValueError(f"labels must be 1-D with one entry per embedding ({len(x)}), "
-                         f"got shape {labels.shape}")
+    labels = check_labelled(x, labels)
     dim = x.shape[1]
     if normalize:
         x = l2_normalize(x)
