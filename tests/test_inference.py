@@ -15,6 +15,7 @@ from mxnet import np
 from gluon_face.evaluation import verification_accuracy
 from gluon_face.inference import (
     MODES,
+    _split_prelu,
     extract_embeddings,
     prepare_embedder,
     to_bfloat16,
@@ -85,12 +86,15 @@ def test_fused_graph_folds_batchnorm_into_convolutions(ctx):
     net.hybridize(static_alloc=True, static_shape=True)
     net(x)
     n_bn = graph_ops(net).count("BatchNorm")
+    n_prelu = graph_ops(net).count("LeakyReLU")
     fused = prepare_embedder(net, x, mode="fused")
     fused(x)
     ops = graph_ops(fused)
     assert "_sg_mkldnn_conv" in ops and "Convolution" not in ops
-    # Each BatchNorm right after a convolution is gone (folded); those before one remain.
-    assert ops.count("BatchNorm") < n_bn
+    # Each BatchNorm right after a convolution is gone (folded); those before one
+    # remain, with the two each split PReLU adds.
+    assert n_prelu and "LeakyReLU" not in ops
+    assert ops.count("BatchNorm") < n_bn + 2 * n_prelu
     onp.testing.assert_allclose(fused(x).asnumpy(), before, rtol=1e-4,
                                 atol=1e-4 * onp.abs(before).max())
 
@@ -358,3 +362,55 @@ def test_fast_modes_close_to_fp32_on_trained_net(ctx, trained_params, mode):
                             np.zeros((4, 3, SIZE, SIZE), ctx=ctx), mode=mode)
     got = extract_embeddings(fast, x, batch_size=4)
     assert cosine(got, want).min() > (0.99999 if mode == "fused" else 0.999)
+
+
+def _prelu_reference(x, alpha):
+    """PReLU written out element by element (channel axis 1)."""
+    out = onp.empty_like(x)
+    for idx in onp.ndindex(*x.shape):
+        v = x[idx]
+        out[idx] = v if v > 0 else alpha[idx[1]] * v
+    return out
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 3), (4, 5)])
+def test_split_prelu_equals_prelu(shape):
+    rng = onp.random.RandomState(3)
+    alpha = onp.array([0.25, -0.5, 0.0, 1.5, 0.01], dtype="float32")  # any slope, not just 0..1
+    x = rng.normal(size=shape).astype("float32")
+    x.flat[:3] = 0.0
+    data, slope = mx.sym.var("data"), mx.sym.var("act_alpha")
+    sym = mx.sym.LeakyReLU(data, gamma=slope, act_type="prelu", name="act")
+    split, params = _split_prelu(sym, {"act_alpha": mx.nd.array(alpha)})
+    ops = [n["op"] for n in json.loads(split.tojson())["nodes"]]
+    assert "LeakyReLU" not in ops and ops.count("BatchNorm") == 2
+    assert split.list_outputs() == ["act_output"]  # same output name: later nodes still refer to it
+    args = {n: params[n] for n in split.list_arguments() if n != "data"}
+    auxs = {n: params[n] for n in split.list_auxiliary_states()}
+    out = split.bind(mx.cpu(), dict(args, data=mx.nd.array(x)), aux_states=auxs,
+                     grad_req="null").forward(is_train=False)[0].asnumpy()
+    onp.testing.assert_allclose(out, _prelu_reference(x, alpha), rtol=1e-6, atol=1e-7)
+
+
+def test_split_prelu_leaves_other_graphs_alone():
+    data = mx.sym.var("data")
+    relu = mx.sym.LeakyReLU(data, act_type="leaky", slope=0.1)
+    assert _split_prelu(relu, {}) == (relu, {})
+    # A slope computed in the graph (not a parameter) is not split.
+    computed = mx.sym.LeakyReLU(data, gamma=mx.sym.var("a") * 2, act_type="prelu")
+    same, _ = _split_prelu(computed, {"a": mx.nd.ones(3)})
+    assert same is computed
+
+
+def test_fast_graphs_keep_prelu_and_sums_in_onednn(ctx, trained_params):
+    cpu_only(ctx)
+    example = np.zeros((4, 3, SIZE, SIZE), ctx=ctx)
+    calib, _ = identity_images(8, seed=600)
+    for mode in ("fused", "bf16", "int8"):
+        fast = prepare_embedder(trained_net(trained_params, ctx), example, mode=mode,
+                                calib_data=calib)
+        fast(example)
+        ops = graph_ops(fast)
+        assert "LeakyReLU" not in ops and "_npi_add" not in ops, mode
+    # INT8 from the first quantize to the last dequantize.
+    assert ops.count("_contrib_quantize_v2") == 1 and ops.count("_contrib_dequantize") == 1

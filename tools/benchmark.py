@@ -6,9 +6,12 @@
     python tools/benchmark.py --networks faceresnet50 --torch-python /work/torchvenv/bin/python
 
 Variants: ``block`` (imperative Gluon), ``hybrid`` (static graph),
-``fused`` (hybrid + MKLDNN fusion, BatchNorm folded into convolutions;
-embedding only), ``bf16`` (bfloat16 graph from mxnet.contrib.amp; embedding
-only).  All variants of a network run interleaved in one process (one timed
+``fused`` (MKLDNN fusion, BatchNorm folded into convolutions, PReLU split into
+oneDNN operators; embedding only), ``bf16`` (bfloat16 graph from
+mxnet.contrib.amp: the embedder, and for training the mixed-precision graph
+of ``train.py --amp``), ``int8`` (MKLDNN quantisation; embedding only).  With
+``--amx auto`` (default) each process first lets oneDNN use the AMX tiles
+where the CPU has them (bf16 and int8 gain; float32 does not use them).  All variants of a network run interleaved in one process (one timed
 step each per repeat), so the ``x`` column (speed-up over ``block`` / over the
 plain head) compares like with like; medians with the min-max over repeats.
 ``roof`` is the achieved GFLOP/s over the best float32 GEMM rate measured in
@@ -90,6 +93,10 @@ def _parse(argv):
     parser.add_argument("--torch-modes", type=_list, default=None,
                         help="variants of the torch peer (default its own: "
                         "eager,cl,bf16,jit,compile)")
+    parser.add_argument("--amx", choices=("auto", "off"), default="auto",
+                        help="auto (default): let oneDNN use the AMX tiles for bfloat16 and "
+                        "INT8 where the CPU and kernel allow it, as train.py --amp does; "
+                        "off: AVX-512 only")
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -278,6 +285,10 @@ def _log(text):
 
 def _measure(args):
     """Run the workloads of ``args`` in this process: ``(rows, roof samples)``."""
+    from gluon_face.training.amp import enable_amx
+
+    # before any oneDNN primitive of this process runs (enable_amx's docstring)
+    amx = args.amx == "auto" and enable_amx()
     import mxnet as mx
 
     from gluon_face.benchmark import GemmRoof, measure_backbone, measure_head
@@ -331,6 +342,8 @@ def _measure(args):
                 torch_parts.append(peer.finish())
             finally:
                 peer.close()
+    for row in rows:
+        row["amx"] = bool(amx)
     return rows, roof.samples, torch_parts
 
 
@@ -338,7 +351,7 @@ def _child_argv(args, networks, head_classes, out):
     argv = [sys.executable, os.path.abspath(__file__), "--worker-out", out,
             "--networks", ",".join(networks) or "none",
             "--head-classes", ",".join(str(c) for c in head_classes),
-            "--modes", ",".join(args.modes)]
+            "--modes", ",".join(args.modes), "--amx", args.amx]
     for name in ("batch_size", "image_size", "repeats", "warmup", "head_batch", "emb_size"):
         argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.torch_python:
@@ -444,7 +457,8 @@ def main(argv=None):
     print(f"mxnet {mx.__version__}, {os.cpu_count()} cores, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average at the start "
           f"{load[0]:.1f}; {args.repeats} timed steps per variant after {args.warmup} warm-up; "
-          f"one process per network and one for the head")
+          f"one process per network and one for the head; AMX for bf16/int8: "
+          f"{'on' if any(r.get('amx') for r in rows) else 'off'}")
     torch_rows = [r for part in torch_parts for r in part["rows"]]
     for row in torch_rows:
         row["roof_fraction"] = row["gflops"] / roof
