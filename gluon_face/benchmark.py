@@ -22,15 +22,17 @@ from mxnet.util import use_np
 from .heads import ArcMarginBlock, SoftmaxCrossEntropyLoss
 from .heads import _utils as _head_utils
 from .heads import margin as _margin
-from .inference import prepare_embedder, to_bfloat16
+from .inference import prepare_embedder, to_bfloat16, to_split_prelu
 from .model_zoo import get_model
 from .model_zoo.summary import summarize
 
 #: Backbone variants :func:`measure_backbone` knows, in table order.
 BACKBONE_MODES = ("block", "hybrid", "fused", "bf16", "int8")
-#: Variants that can train (the MKLDNN-fused and int8 graphs are inference-only); ``bf16``
-#: trains float32 master weights through the bfloat16 graph.
-TRAIN_MODES = ("block", "hybrid", "bf16")
+#: Variants that can train (int8 is inference-only).  In training, ``hybrid`` is the
+#: plain static graph, ``fused`` the graph ``train.py`` trains through by default
+#: (:func:`~gluon_face.inference.to_split_prelu`: PReLU split into oneDNN operators) and
+#: ``bf16`` the one of ``train.py --amp`` (float32 master weights, bfloat16 compute).
+TRAIN_MODES = ("block", "hybrid", "fused", "bf16")
 
 
 def peak_rss_mib():
@@ -218,13 +220,14 @@ def measure_backbone(name, modes=BACKBONE_MODES, batch_size=16, image_size=112, 
                                   train_classes)
             head.initialize(ctx=ctx)
             model = net
-            if mode in ("hybrid", "bf16"):
+            if mode != "block":
                 net.hybridize(static_alloc=True, static_shape=True)
                 head.hybridize(static_alloc=True, static_shape=True)
-            if mode == "bf16":
+            if mode in ("fused", "bf16"):
                 with autograd.record():  # trace the training graph (BatchNorm batch statistics)
                     net(x)
-                model = to_bfloat16(net, x, ctx=ctx, share_params=True)
+                model = (to_split_prelu(net, x) if mode == "fused"
+                         else to_bfloat16(net, x, ctx=ctx, share_params=True))
             params = dict(net.collect_params().items())
             params.update(head.collect_params().items())
             trainer = gluon.Trainer(params, "sgd", {"learning_rate": 0.01, "momentum": 0.9,

@@ -107,7 +107,8 @@ def _low_precision_dtype(dtype):
 
 
 @use_np
-def to_low_precision(net, example, dtype="bfloat16", ctx=None, share_params=False):
+def to_low_precision(net, example, dtype="bfloat16", ctx=None, share_params=False,
+                     split_prelu=True):
     """A mixed-precision (bfloat16 or float16) copy of the hybridizable ``net``'s graph.
 
     The cached float32 graph goes through ``mxnet.contrib.amp``'s symbol pass:
@@ -116,9 +117,10 @@ def to_low_precision(net, example, dtype="bfloat16", ctx=None, share_params=Fals
     weights, so the parameters stay float32.  Same-shape residual adds become
     ``elemwise_add`` first (oneDNN's sum; the numpy add has only a slow
     generic bfloat16 kernel: FaceResNet-50 bfloat16 embedding 22 -> 43
-    images/s).  PReLU stays float32 (no bfloat16 kernel on the CPU in 1.9.1;
-    in float16 its alpha would be stored float16); in the inference copy it
-    is split into oneDNN operators instead (:func:`_split_prelu`, 43 -> 96).
+    images/s).  PReLU itself has no bfloat16 kernel on the CPU in 1.9.1 (and
+    in float16 its alpha would be stored float16): it is split into oneDNN
+    operators (:func:`_split_prelu`: embedding 43 -> 96 images/s; with
+    ``share_params`` the split is tied to the slopes, training 6.4 -> 18.5).
     MXNet 1.9.1 has no float16 GEMM on the CPU: float16 graphs run on a GPU.
 
     Parameters
@@ -136,6 +138,9 @@ def to_low_precision(net, example, dtype="bfloat16", ctx=None, share_params=Fals
         block then trains ``net`` in mixed precision (float32 master weights,
         low-precision compute).  Otherwise the parameters are copied,
         inference only.
+    split_prelu : bool, default True
+        With ``share_params``: split PReLU (else it runs in float32 between
+        casts).  The inference copy always splits it.
 
     Returns
     -------
@@ -155,11 +160,8 @@ def to_low_precision(net, example, dtype="bfloat16", ctx=None, share_params=Fals
     target = _low_precision_dtype(dtype)
     ctx = ctx or example.ctx
     if share_params:
-        inputs, sym = _cached_graph(net, example)
+        inputs, legacy, constants = _training_graph(net, example, split_prelu)
         data_names = [i.name for i in inputs]
-        legacy = sym.as_nd_ndarray()
-        if len(inputs) == 1:
-            legacy = _plain_adds(legacy, data_names[0], tuple(example.shape))
     else:
         data_name, legacy, params = _inference_graph(net, example)
         data_names, inputs = [data_name], [mx.sym.var(data_name).as_np_ndarray()]
@@ -177,13 +179,78 @@ def to_low_precision(net, example, dtype="bfloat16", ctx=None, share_params=Fals
             if stored_low:
                 raise ValueError(f"cannot share parameters stored in {dtype}: "
                                  + ", ".join(sorted(stored_low)))
-            block = gluon.SymbolBlock(converted.as_np_ndarray(), inputs,
-                                      params=net.collect_params())
-            block.hybridize(static_alloc=True, static_shape=True)
-            return block
+            return _shared_block(converted, inputs, net, constants)
         block = gluon.SymbolBlock(converted.as_np_ndarray(), inputs)
     params = {n: v.as_in_context(ctx) for n, v in params.items()}
     return _load_block(block, params, ctx, low=stored_low, dtype=target)
+
+
+def _training_graph(net, example, split_prelu=True):
+    """``(inputs, legacy, constants)``: ``net``'s cached graph made ready to train fast.
+
+    Same-shape numpy adds become ``elemwise_add`` and (``split_prelu``) PReLU
+    is split with its slope tied (:func:`_split_prelu`); ``constants`` holds
+    the fixed statistics that adds (name -> legacy NDArray).
+    """
+    inputs, sym = _cached_graph(net, example)
+    legacy = sym.as_nd_ndarray()
+    if len(inputs) != 1:
+        return inputs, legacy, {}
+    legacy = _plain_adds(legacy, inputs[0].name, tuple(example.shape))
+    if not split_prelu:
+        return inputs, legacy, {}
+    source = net.collect_params()
+    slopes = {n: source[n].data(example.ctx).as_nd_ndarray()
+              for n in legacy.list_arguments() if n in source}
+    legacy, params = _split_prelu(legacy, slopes, tied=True)
+    return inputs, legacy, {n: v for n, v in params.items() if n not in slopes}
+
+
+def _shared_block(legacy, inputs, net, constants):
+    """A hybridized SymbolBlock of ``legacy`` on ``net``'s own parameters.
+
+    ``constants`` (name -> NDArray, from :func:`_training_graph`) become
+    parameters without gradient on every context ``net`` is initialised on.
+    """
+    with warnings.catch_warnings():  # SymbolBlock cannot type the float32 data input
+        warnings.simplefilter("ignore")
+        block = gluon.SymbolBlock(legacy.as_np_ndarray(), inputs, params=net.collect_params())
+    contexts = next(iter(net.collect_params().values())).list_ctx()
+    for name, param in block.collect_params().items():
+        if name in constants:
+            param.grad_req = "null"
+            param.initialize(ctx=contexts)
+            param.set_data(constants[name].as_np_ndarray())
+    block.hybridize(static_alloc=True, static_shape=True)
+    return block
+
+
+@use_np
+def to_split_prelu(net, example):
+    """A float32 block that trains ``net``'s parameters through oneDNN-only operators.
+
+    ``net``'s cached graph with PReLU split into BatchNorm scalings tied to
+    its slopes and residual adds as ``elemwise_add`` (:func:`_split_prelu`):
+    the same function and gradients (to float32 rounding), about 1.9x faster
+    to train a FaceResNet-50 on the CPU, where PReLU's own kernel is
+    single-threaded.  Networks without PReLU get the adds only.
+
+    Parameters
+    ----------
+    net : mxnet.gluon.HybridBlock
+        Initialised on every context the block will be called on; one input,
+        numpy mode.  Hybridized as a side effect.
+    example : mxnet.np.ndarray
+        One device's batch (the shape the block is fed).
+
+    Returns
+    -------
+    mxnet.gluon.SymbolBlock
+        Hybridized; gradients land in ``net``'s parameters, BatchNorm running
+        statistics update ``net``'s; checkpoints of ``net`` are unchanged.
+    """
+    inputs, legacy, constants = _training_graph(net, example)
+    return _shared_block(legacy, inputs, net, constants)
 
 
 def to_bfloat16(net, example, ctx=None, share_params=False):
@@ -257,22 +324,39 @@ def _plain_adds(legacy, data_name, shape):
 _SPLIT_EPS = 1e-5
 
 
-def _split_prelu(legacy, params):
+def _split_prelu(legacy, params, tied=False):
     """``legacy`` with each PReLU written as two per-channel scalings and a sum.
 
-    ``prelu(x) = alpha * x + (1 - alpha) * relu(x)``, each scaling an inference
-    BatchNorm (zero mean and shift, unit variance) whose ``gamma`` is
-    ``alpha`` or ``1 - alpha``.  MXNet 1.9.1's PReLU (``LeakyReLU``) has no
-    oneDNN kernel: it runs single-threaded, in float32 only, and in an INT8
-    graph between a dequantize and a quantize.  ReLU, BatchNorm and
-    ``elemwise_add`` have oneDNN kernels in float32, bfloat16 and INT8, so the
-    split graph stays in the low precision.  Measured on FaceResNet-50
-    (2 cores, batch 16, AMX): bfloat16 embedding 43 -> 96 images/s.
+    ``prelu(x) = alpha * x + (1 - alpha) * relu(x)``, each scaling a
+    BatchNorm that uses fixed statistics (zero mean and shift, unit variance)
+    with ``gamma`` ``alpha`` or ``1 - alpha``.  MXNet 1.9.1's PReLU
+    (``LeakyReLU``) has no oneDNN kernel: it runs single-threaded, in float32
+    only, and in an INT8 graph between a dequantize and a quantize.  ReLU,
+    BatchNorm and ``elemwise_add`` have oneDNN kernels in float32, bfloat16
+    and INT8, forward and backward.  Measured on FaceResNet-50 (2 cores,
+    batch 16, AMX): bfloat16 embedding 43 -> 96 images/s, float32 training
+    4.3 -> 7.9, bfloat16 training 6.4 -> 18.5.
 
-    Inference only: the new parameters are computed from ``alpha`` here,
-    not tied to it.  Returns ``(symbol, params)``: ``params`` is a copy of
-    ``params`` (name -> legacy NDArray) with the new parameters added.  PReLU
-    nodes whose slope is not a plain parameter are left alone.
+    With ``tied=False`` (inference) ``1 - alpha`` and the zero shifts are new
+    parameters computed here.  With ``tied=True`` (training) they are
+    computed in the graph from the ``alpha`` parameter, whose gradient then
+    flows through both scalings.  Either way the fixed statistics are new
+    auxiliary states.  PReLU nodes whose slope is not a plain parameter are
+    left alone.
+
+    Parameters
+    ----------
+    legacy : mxnet.symbol.Symbol
+        Legacy (not numpy-mode) graph.
+    params : dict
+        Name -> legacy NDArray for at least every PReLU slope of the graph.
+    tied : bool
+
+    Returns
+    -------
+    (Symbol, dict)
+        The graph and a copy of ``params`` with the new parameters and
+        auxiliary states added (``legacy`` itself when nothing was split).
     """
     import json
 
@@ -291,8 +375,12 @@ def _split_prelu(legacy, params):
         params[name] = value
         return add("null", name)
 
-    norm = {"eps": repr(_SPLIT_EPS), "fix_gamma": "False", "use_global_stats": "True",
-            "axis": "1"}
+    def scale(name, data, gamma, beta, zero, unit):
+        return add("BatchNorm", name, [data, gamma, beta, constant(f"{name}_mean", zero),
+                                       constant(f"{name}_var", unit)],
+                   {"eps": repr(_SPLIT_EPS), "fix_gamma": "False", "use_global_stats": "True",
+                    "axis": "1"})
+
     for i, node in enumerate(old):
         inputs = [[where[e[0]], e[1], 0] for e in node["inputs"]]
         slope = old[node["inputs"][1][0]] if len(node["inputs"]) == 2 else None
@@ -302,16 +390,15 @@ def _split_prelu(legacy, params):
             zero = mx.nd.zeros(alpha.shape, ctx=alpha.context)
             unit = mx.nd.full(alpha.shape, 1.0 - _SPLIT_EPS, ctx=alpha.context)
             data, gamma = inputs
-            scaled = [add("BatchNorm", f"{name}_slope", [data, gamma,
-                                                          constant(f"{name}_slope_beta", zero),
-                                                          constant(f"{name}_slope_mean", zero),
-                                                          constant(f"{name}_slope_var", unit)],
-                          dict(norm))]
+            if tied:
+                beta = add("zeros_like", f"{name}_beta", [gamma])
+                rest = add("_rminus_scalar", f"{name}_rest_gamma", [gamma], {"scalar": "1"})
+            else:
+                beta = constant(f"{name}_beta", zero)
+                rest = constant(f"{name}_rest_gamma", 1.0 - alpha)
             relu = add("Activation", f"{name}_relu", [data], {"act_type": "relu"})
-            scaled.append(add("BatchNorm", f"{name}_rest", [
-                relu, constant(f"{name}_rest_gamma", 1.0 - alpha),
-                constant(f"{name}_rest_beta", zero), constant(f"{name}_rest_mean", zero),
-                constant(f"{name}_rest_var", unit)], dict(norm)))
+            scaled = [scale(f"{name}_slope", data, gamma, beta, zero, unit),
+                      scale(f"{name}_rest", relu, rest, beta, zero, unit)]
             where[i] = add("elemwise_add", name, scaled)[0]
             continue
         node = dict(node, inputs=inputs)

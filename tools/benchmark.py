@@ -6,13 +6,15 @@
     python tools/benchmark.py --networks faceresnet50 --torch-python /work/torchvenv/bin/python
 
 Variants: ``block`` (imperative Gluon), ``hybrid`` (static graph),
-``fused`` (MKLDNN fusion, BatchNorm folded into convolutions, PReLU split into
-oneDNN operators; embedding only), ``bf16`` (bfloat16 graph from
+``fused`` (embedding: MKLDNN fusion, BatchNorm folded into convolutions, PReLU
+split into oneDNN operators; training: the split-PReLU graph train.py trains
+through by default), ``bf16`` (bfloat16 graph from
 mxnet.contrib.amp: the embedder, and for training the mixed-precision graph
 of ``train.py --amp``), ``int8`` (MKLDNN quantisation; embedding only).  With
 ``--amx auto`` (default) each process first lets oneDNN use the AMX tiles
-where the CPU has them (bf16 and int8 gain; float32 does not use them).  All variants of a network run interleaved in one process (one timed
-step each per repeat), so the ``x`` column (speed-up over ``block`` / over the
+where the CPU has them (bf16 and int8 gain; float32 does not use them).
+All variants of a network run interleaved in one process (one timed step
+each per repeat), so the ``x`` column (speed-up over ``block`` / over the
 plain head) compares like with like; medians with the min-max over repeats.
 ``roof`` is the achieved GFLOP/s over the best float32 GEMM rate measured in
 the same run.  Each network, and the head, runs in its own process.

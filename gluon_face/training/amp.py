@@ -160,7 +160,7 @@ def loss_scaler_for(dtype):
     return DynamicLossScaler() if dtype == "float16" else None
 
 
-def low_precision_backbone(net, example, dtype):
+def low_precision_backbone(net, example, dtype, split_prelu=True):
     """A block training ``net`` in ``dtype``: its graph converted, its parameters shared.
 
     ``net`` must be initialised on every context the returned block will be
@@ -172,6 +172,10 @@ def low_precision_backbone(net, example, dtype):
     example : mxnet.np.ndarray, shape (B, 3, H, W)
         One device's slice of a training batch (the shape the block is fed).
     dtype : {'bfloat16', 'float16'}
+    split_prelu : bool, default True
+        Split PReLU into oneDNN operators that run in ``dtype``
+        (:func:`gluon_face.inference.to_low_precision`); otherwise PReLU runs
+        in float32 between casts.
 
     Returns
     -------
@@ -181,11 +185,8 @@ def low_precision_backbone(net, example, dtype):
     """
     from .. import inference
 
-    if hasattr(inference, "to_low_precision"):
-        return inference.to_low_precision(net, example, dtype=dtype, share_params=True)
-    if dtype != "bfloat16":  # an older inference module: bfloat16 only
-        raise ConfigError(f"amp: this gluon_face.inference cannot convert to {dtype}")
-    return inference.to_bfloat16(net, example, share_params=True)
+    return inference.to_low_precision(net, example, dtype=dtype, share_params=True,
+                                      split_prelu=split_prelu)
 
 
 def grads_finite(params, ctx):

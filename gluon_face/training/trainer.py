@@ -305,7 +305,7 @@ class FaceTrainer:
             if not self.parallel:  # the parallel head runs imperative operators per shard
                 self.head.hybridize(static_alloc=True, static_shape=True)
             self.loss_fn.hybridize()
-        self.train_backbone = self._build_low_precision()
+        self.train_backbone = self._build_train_graph()
 
     def _build_parallel_head(self):
         from ..parallel import get_parallel_head
@@ -346,18 +346,28 @@ class FaceTrainer:
         # bfloat16 convolutions are only faster than float32 here with AMX tiles
         self.amx = self.amp_dtype == "bfloat16" and amp.enable_amx()
 
-    def _build_low_precision(self):
-        """The backbone's graph in ``amp_dtype`` sharing its parameters (or the backbone)."""
+    def _build_train_graph(self):
+        """The block the backbone trains through, sharing its parameters.
+
+        ``amp``: its graph in ``amp_dtype``; ``hybridize`` + ``split_prelu``: its
+        float32 graph with PReLU split into oneDNN operators
+        (:func:`gluon_face.inference.to_split_prelu`); else the backbone itself.
+        """
         from mxnet import np
 
+        from ..inference import to_split_prelu
         from .amp import low_precision_backbone
 
-        if self.amp_dtype is None:
+        cfg = self.config
+        if self.amp_dtype is None and not (cfg.hybridize and cfg.split_prelu):
             return self.backbone
-        per_device = self.config.batch_size // len(self.ctx)
+        per_device = cfg.batch_size // len(self.ctx)
         example = np.zeros((per_device, 3) + tuple(self.image_size), ctx=self.ctx[0])
-        block = low_precision_backbone(self.backbone, example, self.amp_dtype)
-        if not self.config.hybridize:  # the converted graph is static; the backbone needs not be
+        if self.amp_dtype is None:
+            return to_split_prelu(self.backbone, example)
+        block = low_precision_backbone(self.backbone, example, self.amp_dtype,
+                                       split_prelu=cfg.split_prelu)
+        if not cfg.hybridize:  # the converted graph is static; the backbone needs not be
             self.backbone.hybridize(active=False)
         return block
 
