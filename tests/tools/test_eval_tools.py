@@ -155,6 +155,8 @@ def test_evaluate_embed_modes(checkpoint, bins, tmp_path, capsys):
                           "--json", str(out)]) == 0
     captured = capsys.readouterr()
     assert "d-acc vs block" in captured.out and "int8" in captured.out
+    hybrid_lines = [line.split() for line in captured.out.splitlines() if " hybrid " in line]
+    assert hybrid_lines and all(line[-2:] == ["+0.00", "+0.00000"] for line in hybrid_lines)
     report = json.loads(out.read_text())
     assert report["embed_modes"] == ["block", "hybrid", "fused", "int8"]
     # calibrated on the training records (all 6: fewer than one batch of 8)
