@@ -112,3 +112,31 @@ def test_interrupted_build_leaves_no_valid_looking_folder(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         demo_data_dir(str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+def test_build_demo_pairs_extends_the_demo_pair_sets(tmp_path, demo_dir):
+    from gluon_face.data.demo import build_demo_pairs
+
+    # 600 pairs: the demo's own files, byte for byte (same images, same generator draws)
+    build_demo_pairs(str(tmp_path / "600"), 600)
+    for name in ("open_set.bin", "closed_set.bin"):
+        with open(tmp_path / "600" / name, "rb") as a, open(os.path.join(demo_dir, name),
+                                                             "rb") as b:
+            assert a.read() == b.read(), name
+    build_demo_pairs(str(tmp_path / "big"), 2000)
+    everything, _, _, _, holdout_groups, _ = demo_mod._split()
+    held = {everything[i].tobytes() for g in holdout_groups for i in g}
+    assert len(held) == 7 * demo_mod.HOLDOUT_PER_CLASS
+    images, issame = load_bin(str(tmp_path / "big" / "closed_set.bin"))
+    assert len(issame) == 2000 and issame.reshape(10, -1).sum(axis=1).tolist() == [100] * 10
+    # more pairs of the held-out images only: none of them was trained on
+    used = {im.tobytes() for im in images}
+    small = {im.tobytes() for im in load_bin(os.path.join(demo_dir, "closed_set.bin"))[0]}
+    assert used <= held and small <= held and len(used) > len(small)
+    ds = FaceRecordDataset(demo_dir)
+    assert not used & {ds[i][0].tobytes() for i in range(len(ds))}
+    pairs = {tuple(sorted((images[2 * i].tobytes(), images[2 * i + 1].tobytes())))
+             for i in range(len(issame))}
+    assert len(pairs) == 2000  # distinct pairs
+    with pytest.raises(ValueError, match="multiple of 20"):
+        build_demo_pairs(str(tmp_path / "bad"), 610)
