@@ -31,7 +31,9 @@ install_requires = [
 ]
 
 extras_require = {
-    "cpu": ["mxnet==1.9.1"],
+    # numba: the margin heads' fused CPU kernels (gluon_face/heads/_kernels.py); without
+    # it they fall back to MXNet operators.
+    "cpu": ["mxnet==1.9.1", "numba"],
     "cu112": ["mxnet-cu112==1.9.1"],
     # The d2l chapters: `from d2l import mxnet as d2l`, executed in a kernel.
     "book": ["d2l==1.0.3", "nbclient", "ipykernel"],

@@ -19,7 +19,7 @@ import mxnet as mx
 from mxnet import autograd, gluon, np, npx
 from mxnet.util import use_np
 
-from .heads import ArcMarginBlock, SoftmaxCrossEntropyLoss
+from .heads import ArcMarginBlock, SoftmaxCrossEntropyLoss, _kernels
 from .heads import _utils as _head_utils
 from .heads import margin as _margin
 from .inference import prepare_embedder, to_bfloat16, to_split_prelu
@@ -276,12 +276,13 @@ class _PlainArcMarginBlock(ArcMarginBlock):
     """ArcMarginBlock with the written-out normalisation (the pre-fusion reference)."""
 
     def hybrid_forward(self, F, x, y=None, fc7_weight=None):
-        fused = _margin.l2_normalize
-        _margin.l2_normalize = _head_utils.l2_normalize_plain
+        saved = _margin.l2_normalize, _head_utils.l2_normalize, _kernels.AVAILABLE
+        _margin.l2_normalize = _head_utils.l2_normalize = _head_utils.l2_normalize_plain
+        _kernels.AVAILABLE = False
         try:
             return super().hybrid_forward(F, x, y, fc7_weight=fc7_weight)
         finally:
-            _margin.l2_normalize = fused
+            _margin.l2_normalize, _head_utils.l2_normalize, _kernels.AVAILABLE = saved
 
 
 @use_np

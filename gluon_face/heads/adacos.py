@@ -7,7 +7,7 @@ from mxnet import autograd, np, npx
 from mxnet.gluon import nn
 from mxnet.util import use_np
 
-from ._utils import check_bool, check_positive_int, l2_normalize
+from ._utils import check_bool, check_positive_int, l2_normalize, normalize_centres
 
 
 def fixed_adacos_scale(num_classes):
@@ -97,7 +97,7 @@ class AdaCos(nn.HybridBlock):
         return logits * ratio
 
     def hybrid_forward(self, F, x, fc7_weight, scale):
-        cos = F.npx.fully_connected(l2_normalize(F, x), l2_normalize(F, fc7_weight),
+        cos = F.npx.fully_connected(l2_normalize(F, x), normalize_centres(F, fc7_weight),
                                     no_bias=True, num_hidden=self.num_classes)
         # A copy, so that the in-place update of ``scale`` in forward() cannot change
         # what autograd saved for this batch's backward pass.

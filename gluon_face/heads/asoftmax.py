@@ -7,7 +7,7 @@ from mxnet import autograd
 from mxnet.gluon import nn
 from mxnet.util import use_np
 
-from ._utils import NORM_EPS, check_positive_int, check_real, l2_normalize
+from ._utils import NORM_EPS, check_positive_int, check_real, normalize_centres
 
 
 def chebyshev(F, c, m):
@@ -116,7 +116,7 @@ class ASoftmax(nn.HybridBlock):
 
     def hybrid_forward(self, F, x, y, fc7_weight, iteration):
         x_norm = F.np.sqrt(F.np.sum(x * x, axis=1, keepdims=True) + NORM_EPS)
-        cos = F.npx.fully_connected(x / x_norm, l2_normalize(F, fc7_weight), no_bias=True,
+        cos = F.npx.fully_connected(x / x_norm, normalize_centres(F, fc7_weight), no_bias=True,
                                     num_hidden=self.num_classes)
         lam = F.np.maximum(self.base * F.np.power(1.0 + self.gamma * iteration, -self.power),
                            self.lambda_min)

@@ -7,7 +7,15 @@ import pytest
 from mxnet import autograd, gluon, np
 from mxnet.util import use_np
 
-from gluon_face.heads import MARGIN_PRESETS, ArcMarginBlock, _utils, get_head, list_heads, margin
+from gluon_face.heads import (
+    MARGIN_PRESETS,
+    ArcMarginBlock,
+    _kernels,
+    _utils,
+    get_head,
+    list_heads,
+    margin,
+)
 
 E, C, B = 16, 11, 6
 
@@ -68,14 +76,25 @@ def test_fused_normalize_matches_naive_and_plain(ctx, hybridize):
     assert (fused[2] == 0).all()
 
 
-def test_hybridized_head_uses_fused_operator(ctx):
+@pytest.mark.parametrize("kernels", [True, False], ids=["numba", "mxnet"])
+def test_hybridized_head_uses_fused_operator(ctx, monkeypatch, kernels):
+    if kernels and not _kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(_kernels, "AVAILABLE", kernels)
     head = ArcMarginBlock(E, C)
     head.initialize(ctx=ctx)
     head.hybridize()
     head(np.ones((B, E), ctx=ctx), np.zeros((B,), ctx=ctx))
     sym = head._cached_graph[1]
-    ops = [node["op"] for node in json.loads(sym.tojson())["nodes"]]
-    assert ops.count("L2Normalization") == 2, ops
+    nodes = json.loads(sym.tojson())["nodes"]
+    ops = [node["op"] for node in nodes]
+    customs = sorted(n["attrs"]["op_type"] for n in nodes if n["op"] == "Custom")
+    if kernels:  # centres and target logits through the numba kernels
+        assert ops.count("L2Normalization") == 1 and "_contrib_index_copy" not in ops, ops
+        assert customs == ["gf_row_normalize", "gf_set_targets"]
+    else:
+        assert ops.count("L2Normalization") == 2 and "_contrib_index_copy" in ops, ops
+        assert not customs
     assert not [op for op in ops if "sum" in op], ops  # no written-out row norms
 
 
@@ -101,8 +120,12 @@ def test_margin_head_fast_path_equals_plain_formula(ctx, monkeypatch, preset, hy
     W = rng.normal(scale=0.01, size=(C, E)).astype("float32")
     Y = rng.randint(0, C, size=B).astype("float32")
     results = []
-    for fn in (_utils.l2_normalize, _utils.l2_normalize_plain):
+    # shipped (numba kernels when installed) against the written-out MXNet formula
+    for fn, kernels in ((_utils.l2_normalize, _kernels.AVAILABLE),
+                        (_utils.l2_normalize_plain, False)):
         monkeypatch.setattr(margin, "l2_normalize", fn)
+        monkeypatch.setattr(_kernels, "AVAILABLE", kernels)
+        monkeypatch.setattr(_utils, "l2_normalize", fn)
         head = ArcMarginBlock.from_preset(preset, E, C)
         if hybridize:
             head.hybridize()
