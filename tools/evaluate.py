@@ -137,6 +137,7 @@ def _bin_files(args):
 
 
 def _row(path, result):
+    """The JSON/table row of one set (the pair distances are kept aside, see main)."""
     flip, noflip = result["flip"], result["noflip"]
     return {"target": os.path.splitext(os.path.basename(path))[0], "path": path,
             "pairs": result["pairs"], "accuracy": flip.accuracy,
@@ -156,13 +157,17 @@ def format_table(rows):
               f"{r['accuracy_noflip']:.5f}", f"{r['val']:.5f}+-{r['val_std']:.5f}",
               f"{r['threshold']:.3f}", f"{r['auc']:.5f}") for r in rows]
     if len(modes) > 1:
-        # mode column, and the changes against the first mode: accuracy in points, and the
-        # threshold-free AUC (on a few hundred pairs one pair moves the accuracy 0.17+ points)
+        # mode column, and the changes against the first mode: accuracy in points, the
+        # threshold-free AUC, and the pairs whose decision at the first mode's threshold
+        # changes (the accuracy alone moves with the threshold search: on a flat accuracy
+        # curve a tiny change of the distances can move the chosen threshold).
         first = {r["path"]: r for r in rows if r.get("embed_mode") == modes[0]}
-        head = head[:1] + ("mode",) + head[1:] + (f"d-acc vs {modes[0]}", "d-auc")
+        head = head[:1] + ("mode",) + head[1:] + (f"d-acc vs {modes[0]}", "d-auc",
+                                                  "changed")
         lines = [line[:1] + (r["embed_mode"],) + line[1:]
                  + (f"{100 * (r['accuracy'] - first[r['path']]['accuracy']):+.2f}",
-                    f"{r['auc'] - first[r['path']]['auc']:+.5f}")
+                    f"{r['auc'] - first[r['path']]['auc']:+.5f}",
+                    "-" if r.get("changed") is None else str(r["changed"]))
                  for line, r in zip(lines, rows)]
     widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -195,7 +200,7 @@ def main(argv=None):
                                               args.calib_batches * args.batch_size, transform)
             calibration = {"source": source, "images": len(calib), "mode": args.calib_mode}
             print(f"int8 calibration ({args.calib_mode}): {source}", file=sys.stderr)
-        rows = []
+        rows, reference = [], {}  # path -> (first mode's distances, its threshold)
         for mode in modes:
             net, _head, state = load_model(args.checkpoint, ctx=ctx_list)  # fresh per mode
             embedder = _embedder(net, mode, ctx_list, args.batch_size, image_size, calib,
@@ -207,7 +212,11 @@ def main(argv=None):
                     result = evaluate_bin(embedder, images, issame, ctx_list=ctx_list,
                                           batch_size=args.batch_size, nfolds=args.nfolds,
                                           transform=transform, progress=bar.update)
-                rows.append(dict(_row(path, result), embed_mode=mode))
+                row = dict(_row(path, result), embed_mode=mode)
+                ref = reference.setdefault(path, (result["distances"], row["threshold"]))
+                row["changed"] = int(((result["distances"] < ref[1])
+                                      != (ref[0] < ref[1])).sum())
+                rows.append(row)
     except (ValueError, OSError, ImportError, MXNetError) as err:
         return _error(err)
     model = state.get("model", {})

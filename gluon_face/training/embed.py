@@ -194,14 +194,15 @@ def evaluate_bin(net, images, issame, ctx_list=None, batch_size=64, nfolds=10,
     -------
     dict
         ``{'flip': VerificationResult, 'noflip': VerificationResult,
-        'pairs': P}``.
+        'pairs': P, 'distances': (P,) float64}``, the last the flip test's
+        squared-L2 pair distances (to compare decisions across models).
 
     Raises
     ------
     ValueError
         If ``len(images) != 2 * len(issame)`` or there are no pairs.
     """
-    from ..evaluation import combine_flip, verification_accuracy
+    from ..evaluation import combine_flip, pair_distances, verification_accuracy
 
     issame = onp.asarray(issame, dtype=bool).reshape(-1)
     if len(issame) == 0:
@@ -213,11 +214,12 @@ def evaluate_bin(net, images, issame, ctx_list=None, batch_size=64, nfolds=10,
                   progress=progress)
     emb = embed_images(net, images, flip=False, **kwargs)
     emb_flip = embed_images(net, images, flip=True, **kwargs)
+    flipped = combine_flip(emb, emb_flip)
     return {
-        "flip": verification_accuracy(combine_flip(emb, emb_flip), issame, nfolds=nfolds,
-                                      far_target=far_target),
+        "flip": verification_accuracy(flipped, issame, nfolds=nfolds, far_target=far_target),
         "noflip": verification_accuracy(emb, issame, nfolds=nfolds, far_target=far_target),
         "pairs": len(issame),
+        "distances": pair_distances(flipped),
     }
 
 

@@ -138,6 +138,10 @@ def checkpoint_with_data(checkpoint, folder, data_dir):
     return str(copy)
 
 
+def report_rows(path):
+    return json.loads(path.read_text())["results"]
+
+
 def test_evaluate_embed_modes(checkpoint, bins, tmp_path, capsys):
     rng = onp.random.RandomState(3)
     data = tmp_path / "data"
@@ -156,7 +160,8 @@ def test_evaluate_embed_modes(checkpoint, bins, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "d-acc vs block" in captured.out and "int8" in captured.out
     hybrid_lines = [line.split() for line in captured.out.splitlines() if " hybrid " in line]
-    assert hybrid_lines and all(line[-2:] == ["+0.00", "+0.00000"] for line in hybrid_lines)
+    assert hybrid_lines and all(line[-3:] == ["+0.00", "+0.00000", "0"] for line in hybrid_lines)
+    assert all(r["changed"] == 0 for r in report_rows(out) if r["embed_mode"] == "hybrid")
     report = json.loads(out.read_text())
     assert report["embed_modes"] == ["block", "hybrid", "fused", "int8"]
     # calibrated on the training records (all 6: fewer than one batch of 8)
