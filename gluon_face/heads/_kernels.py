@@ -12,9 +12,9 @@ its (C, E) class centres and (B, C) logits:
     logits written into the (B, C) logits.  ``index_copy`` on a flattened
     view needs a reshape back, which copies the whole array.
 
-Both are numba kernels, parallel over rows (each row summed in a fixed
-order: results do not depend on the thread count), working in place on the
-arrays' memory.  They run when numba is importable (the ``cpu`` extra
+Both are numba kernels, parallel over rows (each row is summed by one
+thread, in float64, in the order the compiled kernel fixes: results do not
+depend on the thread count), working in place on the arrays' memory.  They run when numba is importable (the ``cpu`` extra
 installs it) and the arrays are float32 on the CPU; otherwise the same
 operators compute with MXNet operators (slower on the CPU, the normal path
 on a GPU).  :data:`AVAILABLE` says whether the kernels can run.
@@ -40,8 +40,13 @@ AVAILABLE = numba is not None
 _LOCK = threading.Lock()
 
 
+#: Reassociation lets the row sums vectorise (float64 accumulators; NaN and inf are
+#: kept, unlike with fastmath=True): the forward pass 32 -> 17 ms at 100 k x 512.
+_FASTMATH = {"reassoc", "contract", "nsz"}
+
+
 def _jit(fn):
-    return numba.njit(parallel=True, cache=True)(fn) if AVAILABLE else fn
+    return numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)(fn) if AVAILABLE else fn
 
 
 _prange = numba.prange if AVAILABLE else range
