@@ -14,8 +14,9 @@ its (C, E) class centres and (B, C) logits:
 
 Both are numba kernels, parallel over rows (each row is summed by one
 thread, in float64, in the order the compiled kernel fixes: results do not
-depend on the thread count), working in place on the arrays' memory.  They run when numba is importable (the ``cpu`` extra
-installs it) and the arrays are float32 on the CPU; otherwise the same
+depend on the thread count), working in place on the arrays' memory.  They
+run when numba is importable (the ``cpu`` extra installs it) and the arrays
+are float32 on the CPU; otherwise the same
 operators compute with MXNet operators (slower on the CPU, the normal path
 on a GPU).  :data:`AVAILABLE` says whether the kernels can run.
 

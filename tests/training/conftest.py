@@ -97,3 +97,26 @@ def _train_losses(trainer, steps):
 def run_steps():
     """``run_steps(trainer, n)``: ``n`` training steps in the trainer's data order -> losses."""
     return _train_losses
+
+
+@pytest.fixture
+def demo_losses(tmp_path):
+    """``demo_losses(**changes)`` -> (losses of 24 steps, trainer).
+
+    A softmax head on the digits demo set with a tiny FaceResNet-18, hybridized:
+    the job test_amp and test_split_prelu use to compare the loss curves of two
+    graphs of the same function (same seed: only rounding sets them apart).
+    """
+    from gluon_face.data import demo_data_dir
+    from gluon_face.training import FaceTrainer
+
+    def run(**changes):
+        name = "_".join(f"{k}{v}" for k, v in sorted(changes.items())) or "base"
+        cfg = dict(data_dir=demo_data_dir(), network="faceresnet18",
+                   model_kwargs={"channels": [8, 8, 16, 16, 32]}, emb_size=16, batch_size=16,
+                   epochs=2, lr=0.02, warmup_epochs=0.0, loss="softmax", hybridize=True,
+                   output=str(tmp_path / name))
+        cfg.update(changes)
+        trainer = FaceTrainer(TrainConfig(**cfg))
+        return onp.array(_train_losses(trainer, 24)), trainer
+    return run

@@ -9,7 +9,7 @@ import numpy as onp
 import pytest
 from mxnet import gluon, np
 
-from gluon_face.training import ConfigError, FaceTrainer, TrainConfig, load_model
+from gluon_face.training import ConfigError, FaceTrainer, load_model
 from gluon_face.training import amp as amp_mod
 from gluon_face.training.amp import (
     DynamicLossScaler,
@@ -157,7 +157,7 @@ def test_count_skipped_update_keeps_the_schedule_in_step():
 
 # ----------------------------------------------------------------------------- training
 @needs_bf16
-def test_bf16_loss_curve_follows_fp32_on_the_demo_data(tmp_path, run_steps):
+def test_bf16_loss_curve_follows_fp32_on_the_demo_data(demo_losses):
     """24 steps on the digits demo set, softmax head, tiny FaceResNet-18.
 
     The same seed gives the same initial weights and batches, so the two
@@ -170,20 +170,9 @@ def test_bf16_loss_curve_follows_fp32_on_the_demo_data(tmp_path, run_steps):
     s=64 amplifies rounding into step-to-step chaos on this tiny net; their
     curves are compared by trend only in the README.)
     """
-    from gluon_face.data import demo_data_dir
-
-    def run(amp, seed=0):
-        cfg = TrainConfig(data_dir=demo_data_dir(), network="faceresnet18",
-                          model_kwargs={"channels": [8, 8, 16, 16, 32]}, emb_size=16,
-                          batch_size=16, epochs=2, lr=0.02, warmup_epochs=0.0, loss="softmax",
-                          hybridize=True, amp=amp, seed=seed,
-                          output=str(tmp_path / f"{amp}{seed}"))
-        trainer = FaceTrainer(cfg)
-        return onp.array(run_steps(trainer, 24)), trainer
-
-    fp32, _ = run(False)
-    bf16, trainer = run(True)
-    other, _ = run(False, seed=1)
+    fp32, _ = demo_losses(amp=False)
+    bf16, trainer = demo_losses(amp=True)
+    other, _ = demo_losses(amp=False, seed=1)
     casts = _graph_casts(trainer.train_backbone)
     assert trainer.train_backbone is not trainer.backbone and len(casts) > 10
     assert "bfloat16" in casts

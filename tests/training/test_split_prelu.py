@@ -11,7 +11,7 @@ import mxnet as mx
 import numpy as onp
 import pytest
 
-from gluon_face.training import FaceTrainer, TrainConfig
+from gluon_face.training import FaceTrainer
 from gluon_face.training.checkpoint import load_checkpoint_state
 
 
@@ -39,7 +39,7 @@ def test_hybridized_training_runs_the_split_graph_on_the_backbone_parameters(mak
         assert plain.train_backbone is plain.backbone
 
 
-def test_split_graph_loss_curve_follows_the_plain_graph(tmp_path, run_steps):
+def test_split_graph_loss_curve_follows_the_plain_graph(demo_losses):
     """24 steps on the digits demo set, softmax head, tiny FaceResNet-18 (as test_amp's).
 
     Same seed: only float32 rounding separates the split and plain graphs, so
@@ -47,17 +47,8 @@ def test_split_graph_loss_curve_follows_the_plain_graph(tmp_path, run_steps):
     (another initialisation, the same SGD noise) must leave the band.  (With a
     margin head, s=64 turns rounding into step-to-step chaos on this tiny net.)
     """
-    from gluon_face.data import demo_data_dir
-
-    def run(split, seed=0):
-        cfg = TrainConfig(data_dir=demo_data_dir(), network="faceresnet18",
-                          model_kwargs={"channels": [8, 8, 16, 16, 32]}, emb_size=16,
-                          batch_size=16, epochs=2, lr=0.02, warmup_epochs=0.0, loss="softmax",
-                          hybridize=True, split_prelu=split, seed=seed,
-                          output=str(tmp_path / f"{split}{seed}"))
-        return onp.array(run_steps(FaceTrainer(cfg), 24))
-
-    plain, split, other = run(False), run(True), run(False, seed=1)
+    plain, split, other = (demo_losses(split_prelu=False)[0], demo_losses(split_prelu=True)[0],
+                           demo_losses(split_prelu=False, seed=1)[0])
     assert split[0] == pytest.approx(plain[0], rel=1e-5)
 
     def rel(a, b):
