@@ -416,9 +416,10 @@ def _split_prelu(legacy, params, tied=False):
 def _inference_graph(net, example):
     """The float32 inference graph of ``net`` made ready for oneDNN, with its parameters.
 
-    Traces a plain cached graph (a ``'fused'`` net's would already be
-    rewritten), renames same-shape numpy adds ``elemwise_add``
-    (:func:`_plain_adds`) and splits PReLU (:func:`_split_prelu`).  Returns
+    Re-traces ``net`` (so a graph its caller rewrote, e.g. by
+    ``net.optimize_for``, is not the one used), renames same-shape numpy adds
+    ``elemwise_add`` (:func:`_plain_adds`) and splits PReLU
+    (:func:`_split_prelu`).  Returns
     ``(data_name, legacy_symbol, params)``, ``params`` name -> legacy NDArray
     on ``example``'s context for every argument and auxiliary state but the data.
     """
@@ -578,14 +579,7 @@ def to_int8(net, example, calib_data=None, calib_mode="naive", num_calib_example
         qsym = qsym.get_backend_symbol("MKLDNN_QUANTIZE")
         block = gluon.SymbolBlock(qsym.as_np_ndarray(),
                                   [mx.sym.var(data_name).as_np_ndarray()])
-    for name, param in block.collect_params().items():
-        value = qargs[name] if name in qargs else qauxs[name]
-        param.grad_req = "null"
-        if onp.dtype(value.dtype) != onp.dtype(param.dtype):
-            param.cast(value.dtype)
-        param._load_init(value.as_np_ndarray(), ctx)
-    block.hybridize(static_alloc=True, static_shape=True)
-    return block
+    return _load_block(block, dict(qauxs, **qargs), ctx)
 
 
 @use_np
