@@ -276,13 +276,13 @@ class _PlainArcMarginBlock(ArcMarginBlock):
     """ArcMarginBlock with the written-out normalisation (the pre-fusion reference)."""
 
     def hybrid_forward(self, F, x, y=None, fc7_weight=None):
-        saved = _margin.l2_normalize, _head_utils.l2_normalize, _kernels.AVAILABLE
+        saved = _margin.l2_normalize, _head_utils.l2_normalize
         _margin.l2_normalize = _head_utils.l2_normalize = _head_utils.l2_normalize_plain
-        _kernels.AVAILABLE = False
         try:
-            return super().hybrid_forward(F, x, y, fc7_weight=fc7_weight)
+            with _kernels.disabled():
+                return super().hybrid_forward(F, x, y, fc7_weight=fc7_weight)
         finally:
-            _margin.l2_normalize, _head_utils.l2_normalize, _kernels.AVAILABLE = saved
+            _margin.l2_normalize, _head_utils.l2_normalize = saved
 
 
 @use_np

@@ -24,12 +24,15 @@ Kernel calls hold a lock: numba's default threading layer must not be
 entered from two threads at once, and MXNet runs custom operators of
 different devices (``cpu:0``, ``cpu:1``) on several threads.
 """
+import contextlib
 import ctypes
 import math
 import threading
 
 import mxnet as mx
 import numpy as onp
+
+from ._utils import as_legacy, index_copy_targets
 
 try:
     import numba
@@ -39,6 +42,20 @@ except ImportError:  # pragma: no cover - numba is part of the cpu extra
 #: Whether the numba kernels are used for float32 CPU arrays.
 AVAILABLE = numba is not None
 _LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within: heads trace their MXNet-operator graph and the operators take their fallback.
+
+    For references that must normalise exactly as MXNet's operators do.
+    """
+    global AVAILABLE
+    saved, AVAILABLE = AVAILABLE, False
+    try:
+        yield
+    finally:
+        AVAILABLE = saved
 
 
 #: Reassociation lets the row sums vectorise (float64 accumulators; NaN and inf are
@@ -123,13 +140,16 @@ def _fast(*arrays):
                              for a in arrays)
 
 
-def _legacy(arr):
-    return arr.as_nd_ndarray() if hasattr(arr, "as_nd_ndarray") else arr
+_legacy = as_legacy
+
+
+def _numpy_mode(arr):
+    return arr if isinstance(arr, mx.np.ndarray) else arr.as_np_ndarray()
 
 
 def _assign(op, dst, req, src):
-    """``op.assign`` of a legacy result into ``dst`` of either array kind."""
-    op.assign(dst, req, src.as_np_ndarray() if isinstance(dst, mx.np.ndarray) else src)
+    """``op.assign`` of a result of either array kind into ``dst`` of either kind."""
+    op.assign(dst, req, _numpy_mode(src) if isinstance(dst, mx.np.ndarray) else _legacy(src))
 
 
 def _columns(labels, num_classes):
@@ -206,11 +226,9 @@ class _SetTargets(mx.operator.CustomOp):
             with _LOCK:
                 _set_targets(_view(logits), cols, _view(values), _view(out))
             return
-        flat = _legacy(logits).reshape((-1, 1))
-        pos = mx.nd.array(onp.arange(len(cols)) * logits.shape[1] + cols, dtype="int64",
-                          ctx=logits.context)
-        res = mx.nd.contrib.index_copy(flat, pos, _legacy(values).reshape((-1, 1)))
-        _assign(self, out, req[0], res.reshape(logits.shape))
+        _assign(self, out, req[0], index_copy_targets(
+            mx.nd, _numpy_mode(logits), _numpy_mode(labels), _numpy_mode(values),
+            logits.shape[1]))
 
     def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
         g = out_grad[0]

@@ -30,9 +30,31 @@ def l2_normalize(F, x):
     -------
     array, shape (N, D)
     """
-    legacy = x.as_nd_ndarray() if hasattr(x, "as_nd_ndarray") else x
-    out = F.L2Normalization(legacy, mode="instance", eps=NORM_EPS)
+    out = F.L2Normalization(as_legacy(x), mode="instance", eps=NORM_EPS)
     return out.as_np_ndarray()
+
+
+def as_legacy(x):
+    """The legacy (``mx.nd`` / ``mx.sym``) view of a numpy-mode array or symbol; ``x`` if legacy."""
+    return x.as_nd_ndarray() if hasattr(x, "as_nd_ndarray") else x
+
+
+def index_copy_targets(F, logits, labels, values, num_classes):
+    """``logits`` (B, C) with ``logits[i, labels[i]] = values[i]``, by MXNet operators.
+
+    Writes the B values into the flattened (B*C, 1) logits with the legacy
+    ``index_copy`` (numpy mode has no scatter): one copy forward, one backward,
+    instead of one-hot masks that pass several times over the (B, C) array.
+    Positions are int64: ``B * C`` passes float32's exact-integer range at 1M
+    classes.  Numpy-mode arrays or symbols in, numpy-mode out; the heads' path
+    without the numba kernel (:mod:`._kernels`), and that kernel's fallback.
+    """
+    rows = F.npx.arange_like(labels).astype("int64")
+    positions = rows * num_classes + labels.astype("int64")
+    flat = F.np.reshape(logits, (-1, 1)).as_nd_ndarray()
+    out = F.contrib.index_copy(flat, positions.as_nd_ndarray(),
+                               F.np.expand_dims(values, axis=1).as_nd_ndarray())
+    return F.np.reshape(out.as_np_ndarray(), (-1, num_classes))
 
 
 def normalize_centres(F, w):

@@ -6,7 +6,14 @@ from mxnet.gluon import nn
 from mxnet.util import use_np
 
 from . import _kernels
-from ._utils import check_bool, check_positive_int, check_real, l2_normalize, normalize_centres
+from ._utils import (
+    check_bool,
+    check_positive_int,
+    check_real,
+    index_copy_targets,
+    l2_normalize,
+    normalize_centres,
+)
 
 #: Keyword sets of the named margin variants, for :meth:`ArcMarginBlock.from_preset`.
 #: ``softmax`` and ``normface`` are the same margin-free cosine head ``s * cos(theta)``
@@ -219,16 +226,7 @@ class ArcMarginBlock(nn.HybridBlock):
         target = self.target_logit(F, scaled_t * (1.0 / s))
         if fast:  # one pass over the (B, C) logits forward and one backward
             return _kernels.set_targets(F, logits, y, target * s)
-        # Write the B target logits into the flattened (B*C, 1) logits with the legacy
-        # index_copy (numpy mode has no scatter): one copy forward, one backward,
-        # instead of one-hot masks that pass several times over the (B, C) array.
-        # int64 positions: B * C passes float32's exact-integer range at 1M classes.
-        rows = F.npx.arange_like(y).astype("int64")
-        positions = rows * self.num_classes + y.astype("int64")
-        flat = F.np.reshape(logits, (-1, 1)).as_nd_ndarray()
-        out = F.contrib.index_copy(flat, positions.as_nd_ndarray(),
-                                   F.np.expand_dims(target * s, axis=1).as_nd_ndarray())
-        return F.np.reshape(out.as_np_ndarray(), (-1, self.num_classes))
+        return index_copy_targets(F, logits, y, target * s, self.num_classes)
 
     def __repr__(self):
         return (f"{type(self).__name__}(emb_size={self.emb_size}, "
