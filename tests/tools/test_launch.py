@@ -22,6 +22,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCH = os.path.join(ROOT, "tools", "launch.py")
 TRAIN = os.path.join(ROOT, "tools", "train.py")
+PYTHONPATH = os.pathsep.join([ROOT, os.path.join(ROOT, "tests", "helpers")])
 
 # Runs tools/train.py's real command line; saves each rank's trainable parameters
 # (BatchNorm running statistics are per worker, as in any parameter-server job).
@@ -31,23 +32,16 @@ WORKER = textwrap.dedent("""
     import sys
 
     import numpy as onp
+    from dist_params import trainable_params  # tests/helpers, on PYTHONPATH
     from gluon_face.training import trainer as trainer_module
 
     out, tool = os.environ["GF_PARAMS_OUT"], os.environ["GF_TRAIN_TOOL"]
     fit = trainer_module.FaceTrainer.fit
 
-    def trainable(trainer):
-        params = {}
-        for block in (trainer.backbone, trainer.head):
-            for name, p in block._collect_params_with_prefix().items():
-                if p.grad_req != "null":
-                    params[type(block).__name__ + "." + name] = p.data().asnumpy()
-        return params
-
     def fit_and_save(self):
-        onp.savez(os.path.join(out, f"init_rank{self.rank}.npz"), **trainable(self))
+        onp.savez(os.path.join(out, f"init_rank{self.rank}.npz"), **trainable_params(self))
         summary = fit(self)
-        onp.savez(os.path.join(out, f"params_rank{self.rank}.npz"), **trainable(self))
+        onp.savez(os.path.join(out, f"params_rank{self.rank}.npz"), **trainable_params(self))
         return summary
 
     trainer_module.FaceTrainer.fit = fit_and_save
@@ -118,7 +112,7 @@ def _run(args, env, cwd, timeout=120):
 
 
 def _base_env(**extra):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT, PS_VERBOSE="0")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=PYTHONPATH, PS_VERBOSE="0")
     env.update(extra)
     return env
 

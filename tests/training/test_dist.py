@@ -15,12 +15,14 @@ import numpy as onp
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHONPATH = os.pathsep.join([ROOT, os.path.join(ROOT, "tests", "helpers")])
 
 WORKER = textwrap.dedent("""
     import sys
     import numpy as onp
     from mxnet import npx
     npx.set_np()
+    from dist_params import trainable_params  # tests/helpers, on PYTHONPATH
     from gluon_face.training import FaceTrainer, TrainConfig
 
     data_dir, out = sys.argv[1], sys.argv[2]
@@ -30,17 +32,9 @@ WORKER = textwrap.dedent("""
                       kvstore="dist_sync", max_steps=4, val_targets=[])
     trainer = FaceTrainer(cfg)
 
-    def trainable():
-        params = {}
-        for block in (trainer.backbone, trainer.head):
-            for name, p in block._collect_params_with_prefix().items():
-                if p.grad_req != "null":
-                    params[type(block).__name__ + "." + name] = p.data().asnumpy()
-        return params
-
-    onp.savez(f"{out}/init_rank{trainer.rank}.npz", **trainable())
+    onp.savez(f"{out}/init_rank{trainer.rank}.npz", **trainable_params(trainer))
     summary = trainer.fit()
-    onp.savez(f"{out}/params_rank{trainer.rank}.npz", **trainable())
+    onp.savez(f"{out}/params_rank{trainer.rank}.npz", **trainable_params(trainer))
     print("rank", trainer.rank, "of", trainer.num_workers, "step", summary["step"])
 """)
 
@@ -55,7 +49,7 @@ def _free_port():
 def test_dist_sync_workers_hold_identical_parameters(tiny_data, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1",
+    env = dict(os.environ, PYTHONPATH=PYTHONPATH, OMP_NUM_THREADS="1",
                DMLC_PS_ROOT_URI="127.0.0.1", DMLC_PS_ROOT_PORT=str(_free_port()),
                DMLC_NUM_SERVER="1", DMLC_NUM_WORKER="2", PS_VERBOSE="0")
     procs = []
