@@ -43,3 +43,22 @@ def _seed():
     onp.random.seed(0)
     mx.random.seed(0)
     yield
+
+
+def _ranks_agree(folder):
+    """Two workers' saved trainable parameters (tests/helpers/dist_params.py) are equal
+    and moved away from their initial values."""
+    a = onp.load(folder / "params_rank0.npz")
+    b = onp.load(folder / "params_rank1.npz")
+    assert sorted(a.files) == sorted(b.files) and len(a.files) > 10
+    for key in a.files:
+        onp.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # the workers did train: the weights moved from their initial values
+    init = onp.load(folder / "init_rank1.npz")
+    assert any(not onp.allclose(init[k], b[k]) for k in b.files)
+
+
+@pytest.fixture
+def ranks_agree():
+    """``ranks_agree(folder)``: the distributed tests' check that both ranks ended equal."""
+    return _ranks_agree
