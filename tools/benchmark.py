@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 
+from gluon_face._cli import text_table
 from gluon_face._io import atomic_open
 
 TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark_torch.py")
@@ -151,11 +152,7 @@ def format_table(rows, roof_gflops, torch=False):
         if torch:
             lines[-1] += [_ratio(r.get("vs_torch")), _ratio(r.get("vs_torch_best"),
                                                            r.get("torch_best_mode"))]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
-           "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in lines]
+    out = text_table(head, lines)
     out.append(f"GEMM roof (float32 2048^2, best of np.dot / fully_connected over the "
                f"run): {roof_gflops:.1f} GFLOP/s")
     return "\n".join(out)

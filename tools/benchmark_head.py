@@ -21,6 +21,7 @@ import tempfile
 import time
 
 import gluon_face
+from gluon_face._cli import text_table
 from gluon_face._io import atomic_open
 
 KINDS = ("full", "sharded", "partial")
@@ -171,11 +172,7 @@ def _table(rows):
             f"{r['num_classes'] * r['emb_size'] * 4 / float(1 << 30):.2f}",
             r["status"],
         ])
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
-           "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in lines]
-    return "\n".join(out)
+    return "\n".join(text_table(head, lines))
 
 
 def main(argv=None):
