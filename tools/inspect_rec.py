@@ -5,7 +5,8 @@
 
 Prints the layout found (insightface or plain im2rec), the number of images and
 identities, images per identity (min/median/max) and the label range against
-the class count of `property`, and writes a PNG grid (one row per identity).
+the class count of `property`, the `labels.txt` of identity names when there is
+one (checked: one line per class), and writes a PNG grid (one row per identity).
 Exits non-zero when the file is inconsistent (labels outside the class count,
 identity records that disagree with the labels, images that do not decode or
 have the wrong size with --check).

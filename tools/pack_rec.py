@@ -3,10 +3,12 @@
     python tools/pack_rec.py faces/ data/train --image-size 112
     python tools/pack_rec.py faces/ data/train --image-size 112 --resize
 
-Writes OUT_PREFIX.rec, OUT_PREFIX.idx and a `property` file beside them.
-Identities are the sub-folders sorted by name (label = rank), images sorted by
-file name, so the output is deterministic.  Every image is decoded and its size
-checked; all files appear only when packing succeeded.
+Writes OUT_PREFIX.rec, OUT_PREFIX.idx and, in the same folder, `property`
+(num_classes,height,width) and `labels.txt` (one `label<TAB>folder name` line per
+identity, UTF-8).  Identities are the sub-folders sorted by name (label = rank),
+images sorted by file name, so the output is deterministic.  A folder name may
+not hold a tab or line break.  Every image is decoded and its size checked; all
+files appear only when packing succeeded.
 """
 import argparse
 import os
@@ -38,7 +40,10 @@ def parse_size(text):
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="pack_rec", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="pack_rec", description=__doc__.split("\n\n")[0],
+        epilog="Writes OUT.rec, OUT.idx, and property + labels.txt (label<TAB>identity folder "
+        "name) in the folder of OUT.")
     parser.add_argument("src_dir", help="folder with one sub-folder of images per identity")
     parser.add_argument("out_prefix", help="output prefix (OUT.rec, OUT.idx); a folder means "
                         "FOLDER/train")
@@ -71,9 +76,10 @@ def main(argv=None):
         return 130
     except (OSError, ValueError) as err:
         return _error(err)
-    print("wrote %s (%d images, %d identities, %dx%d) + %s + %s"
+    print("wrote %s (%d images, %d identities, %dx%d) + %s + %s + %s"
           % (info["rec"], info["num_images"], info["num_classes"], *info["image_size"],
-             os.path.basename(info["idx"]), os.path.basename(info["property"])))
+             os.path.basename(info["idx"]), os.path.basename(info["property"]),
+             os.path.basename(info["labels"])))
     return 0
 
 

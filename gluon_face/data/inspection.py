@@ -26,8 +26,9 @@ def summarize_rec(dataset, check_images=False, progress=None):
         ``path``, ``layout``, ``images``, ``num_classes`` (and its source),
         ``image_size``, ``identities`` (labels with at least one image),
         ``empty_classes``, ``per_identity`` {min, median, max}, ``label_min``,
-        ``label_max``, ``problems`` (list of one-line strings, empty when the
-        file is consistent), ``labels`` (int64 array, dataset order).
+        ``label_max``, ``labels_path`` (the ``labels.txt`` naming the classes,
+        or None), ``problems`` (list of one-line strings, empty when the file is
+        consistent), ``labels`` (int64 array, dataset order).
     """
     ds = dataset if isinstance(dataset, FaceRecordDataset) else FaceRecordDataset(dataset)
     labels = ds.labels()
@@ -80,7 +81,7 @@ def summarize_rec(dataset, check_images=False, progress=None):
                          "max": int(counts.max()) if n else 0},
         "label_min": int(labels.min()) if n else None,
         "label_max": int(labels.max()) if n else None,
-        "problems": problems, "labels": labels,
+        "labels_path": ds.labels_path, "problems": problems, "labels": labels,
     }
 
 
@@ -100,6 +101,8 @@ def format_summary(summary):
         ("label range", "[%s, %s] vs [0, %d)" % (summary["label_min"], summary["label_max"],
                                                  summary["num_classes"])),
         ("image size (HxW)", "-" if size is None else "%dx%d" % tuple(size)),
+        ("names", "%s (one per class)" % summary["labels_path"]
+         if summary.get("labels_path") else "- (no labels.txt)"),
         ("problems", str(len(summary["problems"])) if summary["problems"] else "none"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -9,6 +9,15 @@ Two layouts are read (design.md §3):
     records N+1..N+C  one per identity c: label [start, end) of its image records,
                       empty image
     property          one line "C,H,W"
+    labels.txt        optional: C lines "label<TAB>name", labels 0..C-1 in order, UTF-8
+
+``property`` and ``labels.txt`` sit in the folder of the ``.rec`` (insightface
+reads one ``property`` per folder; ``labels.txt`` follows it).  ``labels.txt``
+is ours, not insightface's: it keeps the name of each identity, which the
+record file itself does not hold.  :func:`pack_folder` writes the identity
+folder names there; without the file labels are just numbers, as before.  Its
+line count must equal the class count, so a name may not be empty or hold a
+tab or any character that ``str.splitlines`` breaks lines at.
 
 **plain im2rec** (``tools/im2rec.py`` of MXNet): every key in the ``.idx`` is an
 image whose label is a float or a vector (the first entry is the class).  No
@@ -39,7 +48,8 @@ from .._io import atomic_path
 from ._image import IMAGE_EXTENSIONS, decode_image, encode_image, encoded_format, resize_image
 
 __all__ = ["RecordFormatError", "IndexedRecordReader", "FaceRecordDataset", "FaceRecordWriter",
-           "write_face_rec", "pack_folder", "read_property", "unpack_header", "MAX_FLOAT_LABEL"]
+           "write_face_rec", "pack_folder", "read_property", "read_labels", "unpack_header",
+           "MAX_FLOAT_LABEL", "LABELS_FILE"]
 
 _MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", _MAGIC)
@@ -50,9 +60,12 @@ _IR_SIZE = struct.calcsize(_IR_FORMAT)
 MAX_FLOAT_LABEL = 1 << 24
 """Largest integer range that float32 labels hold exactly (2**24)."""
 
+LABELS_FILE = "labels.txt"
+"""Name of the label -> identity name file, in the folder of ``property``."""
+
 
 class RecordFormatError(ValueError):
-    """A record file, its index or its property file is malformed.
+    """A record file, its index, its property file or its labels.txt is malformed.
 
     The message starts with the offending file (and record key when known).
     """
@@ -276,6 +289,93 @@ def read_property(path):
     return values
 
 
+def _name_problem(name):
+    """Why ``name`` cannot be one field of a line of ``labels.txt``, or None."""
+    if not isinstance(name, str):
+        return "is not a str (%s)" % type(name).__name__
+    if not name:
+        return "is empty"
+    if "\t" in name:
+        return "holds a tab"
+    # Anything str.splitlines breaks at would split the line when read back.
+    for ch in name:
+        if len(("a" + ch + "a").splitlines()) > 1:
+            return "holds a line break (%r)" % ch
+    return None
+
+
+def _labels_path_beside(path):
+    """``labels.txt`` in the folder of ``path`` (a prefix or a record file)."""
+    return os.path.join(os.path.dirname(os.path.abspath(os.fspath(path))), LABELS_FILE)
+
+
+def read_labels(path, num_classes=None, property_path=None):
+    """Parse a ``labels.txt`` file: one ``label<TAB>name`` line per label.
+
+    Labels must run ``0, 1, 2, ...`` in file order; a name is the rest of the
+    line after the first tab (kept as is, spaces included) and may not be empty
+    or hold a tab or line break.  The file is UTF-8 (a byte-order mark is
+    ignored); a missing final newline is accepted.
+
+    Parameters
+    ----------
+    path : str
+    num_classes : int, optional
+        Class count the file must match (one line per class).
+    property_path : str, optional
+        Where ``num_classes`` comes from, named in the mismatch error.
+
+    Returns
+    -------
+    list of str
+        ``names[label]``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    RecordFormatError
+        A malformed line (named by number), or a line count that differs from
+        ``num_classes``.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise _fail(path, "not UTF-8 text (byte %d)" % err.start) from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    names = []
+    for lineno, line in enumerate(lines, 1):
+        if line.endswith("\r"):  # written on Windows; names never hold a CR
+            line = line[:-1]
+        field, tab, name = line.partition("\t")
+        if not tab:
+            raise _fail(path, "line %d: expected 'label<TAB>name', got %r" % (lineno, line[:60]))
+        if not (field.isascii() and field.isdigit()):
+            raise _fail(path, "line %d: label %r is not a non-negative integer"
+                        % (lineno, field[:20]))
+        label, expected = int(field), len(names)
+        if label < expected:
+            raise _fail(path, "line %d: label %d appears twice (first on line %d)"
+                        % (lineno, label, label + 1))
+        if label != expected:
+            raise _fail(path, "line %d: labels must run 0, 1, 2, ... in order; expected %d, "
+                        "got %d" % (lineno, expected, label))
+        problem = _name_problem(name)
+        if problem is not None:
+            raise _fail(path, "line %d: name of label %d %s" % (lineno, label, problem))
+        names.append(name)
+    if num_classes is not None and len(names) != int(num_classes):
+        if property_path is not None:
+            raise _fail(path, "%d labels, but %s says %d classes"
+                        % (len(names), os.fspath(property_path), num_classes))
+        raise _fail(path, "%d labels, expected %d classes" % (len(names), num_classes))
+    return names
+
+
 def _label_of(label, path, key):
     """Class index from a float or vector label; error unless a whole number."""
     if isinstance(label, np.ndarray) and label.size == 0:
@@ -287,6 +387,18 @@ def _label_of(label, path, key):
 
 
 # --------------------------------------------------------------------------- dataset
+
+
+def _folder_record(folder):
+    """The record file of a data folder: ``train.rec``, else its only ``.rec``."""
+    train = os.path.join(folder, "train.rec")
+    if os.path.isfile(train):
+        return train
+    recs = sorted(f for f in os.listdir(folder) if f.endswith(".rec"))
+    if len(recs) == 1:
+        return os.path.join(folder, recs[0])
+    # the error names train.rec, the conventional name
+    return train
 
 try:
     from mxnet.gluon.data import Dataset as _Dataset
@@ -306,9 +418,11 @@ class FaceRecordDataset(_Dataset):
     Parameters
     ----------
     rec_path : str
-        The ``.rec`` file, or a folder holding ``train.rec``.  The index is
-        ``<same name>.idx``; the optional ``property`` file sits in the same
-        folder (insightface's convention, so one property per folder).
+        The ``.rec`` file, or a folder holding ``train.rec`` (or, without one,
+        exactly one other ``.rec``).  The index is
+        ``<same name>.idx``; the optional ``property`` and ``labels.txt`` files
+        sit in the same folder (insightface's convention, so one property per
+        folder).
     idx_path : str, optional
         Explicit index path.
 
@@ -325,22 +439,30 @@ class FaceRecordDataset(_Dataset):
         Record key of each image, in dataset order.
     identity_ranges : numpy.ndarray or None
         (C, 2) ``[start, end)`` record keys per identity (insightface layout).
+    labels_path : str or None
+        The ``labels.txt`` beside the record file, None when the folder has none.
+    label_names : list of str or None
+        ``label_names[label]`` is the identity's name, from ``labels.txt``
+        (read and checked when the dataset is opened); None without that file.
+        See :meth:`label_name`.
 
     Raises
     ------
     FileNotFoundError
         Missing ``.rec`` or ``.idx``.
     RecordFormatError
-        Truncated/corrupted file, malformed index or property, missing property
-        for an insightface-layout file, identity records beyond the property's
-        class count.  Reading a record that is not an image or whose label is
-        outside ``[0, num_classes)`` raises it from ``ds[i]``.
+        Truncated/corrupted file, malformed index, property or ``labels.txt``,
+        missing property for an insightface-layout file, identity records beyond
+        the property's class count, a ``labels.txt`` whose line count differs
+        from ``num_classes`` (the property's count, or ``max label + 1``
+        without property).  Reading a record that is not an image or whose
+        label is outside ``[0, num_classes)`` raises it from ``ds[i]``.
     """
 
     def __init__(self, rec_path, idx_path=None):
         rec_path = os.fspath(rec_path)
         if os.path.isdir(rec_path):
-            rec_path = os.path.join(rec_path, "train.rec")
+            rec_path = _folder_record(rec_path)
         self.rec_path = rec_path
         self.reader = IndexedRecordReader(rec_path, idx_path)
         self.idx_path = self.reader.idx_path
@@ -360,6 +482,7 @@ class FaceRecordDataset(_Dataset):
             self._open_insightface(header0)
         else:
             self._open_im2rec()
+        self._open_labels()
 
     # -- layouts
 
@@ -415,6 +538,22 @@ class FaceRecordDataset(_Dataset):
             self.num_classes_source = "max label + 1"
             self.image_size = self[0][0].shape[:2] if len(self) else None
 
+    def _open_labels(self):
+        path = _labels_path_beside(self.rec_path)
+        if not os.path.isfile(path):
+            self.labels_path = None
+            self.label_names = None
+            return
+        self.labels_path = path
+        if self.property_path is not None:
+            self.label_names = read_labels(path, self.num_classes, self.property_path)
+            return
+        names = read_labels(path)
+        if len(names) != self.num_classes:
+            raise _fail(path, "%d labels, but %s has %d classes (max label + 1; no property)"
+                        % (len(names), self.rec_path, self.num_classes))
+        self.label_names = names
+
     # -- access
 
     def __len__(self):
@@ -459,6 +598,25 @@ class FaceRecordDataset(_Dataset):
         key = self._key(idx)
         return self._check_label(self.reader.read_header(key)[1], key)
 
+    def label_name(self, label):
+        """Name of class ``label`` from ``labels.txt``; ``str(label)`` without that file.
+
+        Raises
+        ------
+        IndexError
+            ``label`` outside ``[0, num_classes)``.
+        ValueError
+            ``label`` is not a whole number.
+        """
+        value = int(label)
+        if value != label:
+            raise ValueError("label %r is not a whole number" % (label,))
+        if not 0 <= value < self.num_classes:
+            raise IndexError("label %d is outside [0, %d)" % (value, self.num_classes))
+        if self.label_names is None:
+            return str(value)
+        return self.label_names[value]
+
     def labels(self):
         """Every image's label (int64, dataset order), from the record headers only.
 
@@ -495,6 +653,11 @@ class FaceRecordWriter:
     into place when the block ends without an exception (the ``.rec`` last), so
     an interrupted run leaves no file that looks valid.
 
+    With ``names`` it also writes ``dirname(prefix)/labels.txt``, one
+    ``label<TAB>name`` line per class.  Without, it removes a ``labels.txt``
+    left in that folder by an earlier set, which would disagree with the new
+    ``property``.
+
     Parameters
     ----------
     prefix : str
@@ -502,14 +665,44 @@ class FaceRecordWriter:
         ``dirname(prefix)/property``.
     image_size : (int, int)
         (H, W) for the property file.
+    names : sequence of str, optional
+        Name of each label, ``names[c]`` for class ``c``; their number must
+        equal the number of classes written.
+
+    Attributes
+    ----------
+    names : list of str or None
+        The names given.
+    labels_path : str or None
+        The ``labels.txt`` written, None without ``names``.
+
+    Raises
+    ------
+    ValueError
+        A name is empty or holds a tab or line break (at construction, before
+        any file is made); at the end, ``len(names)`` differs from the number
+        of classes written.
     """
 
-    def __init__(self, prefix, image_size):
+    def __init__(self, prefix, image_size, names=None):
         prefix = _split_prefix(prefix)
         self.rec_path = prefix + ".rec"
         self.idx_path = prefix + ".idx"
         self.property_path = os.path.join(os.path.dirname(os.path.abspath(prefix)), "property")
+        self._labels_file = _labels_path_beside(prefix)
         self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.names = None
+        if names is not None:
+            if isinstance(names, (str, bytes)):
+                raise TypeError("%s: names must be a sequence of str (one per label), not a "
+                                "single %s" % (self._labels_file, type(names).__name__))
+            self.names = list(names)
+            for label, name in enumerate(self.names):
+                problem = _name_problem(name)
+                if problem is not None:
+                    raise ValueError("%s: label %d: name %r %s; each label needs one "
+                                     "'label<TAB>name' line" % (self._labels_file, label, name,
+                                                                problem))
         self._stack = None
         self._record = None
         self._ranges = []
@@ -525,6 +718,9 @@ class FaceRecordWriter:
             self._tmp_rec = self._stack.enter_context(atomic_path(self.rec_path))
             self._tmp_idx = self._stack.enter_context(atomic_path(self.idx_path))
             self._tmp_prop = self._stack.enter_context(atomic_path(self.property_path))
+            self._tmp_labels = None
+            if self.names is not None:
+                self._tmp_labels = self._stack.enter_context(atomic_path(self._labels_file))
             self._record = mx.recordio.MXIndexedRecordIO(self._tmp_idx, self._tmp_rec, "w")
         except BaseException:
             self._stack.__exit__(*sys.exc_info())
@@ -538,6 +734,10 @@ class FaceRecordWriter:
         if label == expected - 1:
             pass
         elif label == expected:
+            if self.names is not None and label >= len(self.names):
+                # Caught here rather than at the end, after the whole set is packed.
+                raise ValueError("%s: %d names, but the data has more classes (label %d)"
+                                 % (self._labels_file, len(self.names), label))
             self._ranges.append([self._count + 1, self._count + 1])
         else:
             raise ValueError("%s: labels must run 0, 1, 2, ... in order; got %d after %d"
@@ -561,10 +761,18 @@ class FaceRecordWriter:
     def num_classes(self):
         return len(self._ranges)
 
+    @property
+    def labels_path(self):
+        return None if self.names is None else self._labels_file
+
     def _finish(self):
         mx = self._mx
         if self._count == 0:
             raise ValueError("%s: no images to write" % self.rec_path)
+        if self.names is not None and len(self.names) != len(self._ranges):
+            raise ValueError("%s: %d names, but %d classes were written to %s"
+                             % (self._labels_file, len(self.names), len(self._ranges),
+                                os.path.basename(self.rec_path)))
         first_id = self._count + 1
         for c, (start, stop) in enumerate(self._ranges):
             key = first_id + c
@@ -576,6 +784,13 @@ class FaceRecordWriter:
         self._record.close()
         with open(self._tmp_prop, "w", encoding="ascii") as f:
             f.write("%d,%d,%d\n" % (len(self._ranges), *self.image_size))
+        if self.names is not None:
+            with open(self._tmp_labels, "w", encoding="utf-8", newline="\n") as f:
+                f.writelines("%d\t%s\n" % (c, name) for c, name in enumerate(self.names))
+        else:
+            # An earlier set's names would be taken for this one's.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._labels_file)
         # An old .rec beside a new .idx would look valid: drop it before renaming.
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.rec_path)
@@ -594,7 +809,7 @@ class FaceRecordWriter:
         return False
 
 
-def write_face_rec(prefix, samples, image_size):
+def write_face_rec(prefix, samples, image_size, names=None):
     """Write ``(label, encoded_image)`` pairs as an insightface-layout record file.
 
     Parameters
@@ -605,17 +820,21 @@ def write_face_rec(prefix, samples, image_size):
         Images grouped by identity, labels ``0..C-1`` in order.
     image_size : (int, int)
         (H, W) written to ``property``.
+    names : sequence of str, optional
+        One name per label, written to ``dirname/labels.txt`` (see
+        :class:`FaceRecordWriter`).
 
     Returns
     -------
     dict
-        ``rec``, ``idx``, ``property`` paths, ``num_images``, ``num_classes``.
+        ``rec``, ``idx``, ``property`` paths, ``labels`` path (None without
+        ``names``), ``num_images``, ``num_classes``, ``image_size``.
     """
-    with FaceRecordWriter(prefix, image_size) as w:
+    with FaceRecordWriter(prefix, image_size, names=names) as w:
         for label, buf in samples:
             w.add(label, buf)
     return {"rec": w.rec_path, "idx": w.idx_path, "property": w.property_path,
-            "num_images": w.num_images, "num_classes": w.num_classes,
+            "labels": w.labels_path, "num_images": w.num_images, "num_classes": w.num_classes,
             "image_size": w.image_size}
 
 
@@ -659,7 +878,9 @@ def pack_folder(src_dir, out_prefix, image_size=None, resize=False, encoding=Non
     """Pack an image folder (one sub-folder per identity) into insightface layout.
 
     Identities are the sub-folders sorted by name (label = rank), images sorted
-    by file name: the output is deterministic.  Every image is decoded; its size
+    by file name: the output is deterministic.  The folder names go to
+    ``labels.txt`` (so a folder name may not hold a tab or line break; this is
+    checked before any image is read).  Every image is decoded; its size
     must equal ``image_size`` (or that of the first image when ``image_size`` is
     None) unless ``resize`` is set.  JPEG/PNG files that need no resizing are
     stored byte for byte; anything else is (re-)encoded.
@@ -668,7 +889,8 @@ def pack_folder(src_dir, out_prefix, image_size=None, resize=False, encoding=Non
     ----------
     src_dir : str
     out_prefix : str
-        Writes ``out_prefix.rec``, ``out_prefix.idx`` and ``dirname/property``.
+        Writes ``out_prefix.rec``, ``out_prefix.idx``, ``dirname/property`` and
+        ``dirname/labels.txt``.
     image_size : (int, int) or int, optional
         Expected (H, W); an int means square.
     resize : bool
@@ -691,6 +913,12 @@ def pack_folder(src_dir, out_prefix, image_size=None, resize=False, encoding=Non
     if resize and image_size is None:
         raise ValueError("resize=True needs image_size")
     identities = list_identity_folder(src_dir)
+    names = [name for name, _ in identities]
+    for label, name in enumerate(names):
+        problem = _name_problem(name)
+        if problem is not None:
+            raise _fail(src_dir, "identity folder %r (label %d) %s, so it cannot be a line of "
+                        "%s" % (name, label, problem, LABELS_FILE))
     files = [(label, path) for label, (_, paths) in enumerate(identities) for path in paths]
     expected = tuple(image_size) if image_size is not None else None
 
@@ -720,11 +948,11 @@ def pack_folder(src_dir, out_prefix, image_size=None, resize=False, encoding=Non
     # image_size is only known after the first image when not given.
     gen = samples()
     first = next(gen)
-    with FaceRecordWriter(out_prefix, expected) as w:
+    with FaceRecordWriter(out_prefix, expected, names=names) as w:
         w.add(*first)
         for label, raw in gen:
             w.add(label, raw)
     return {"rec": w.rec_path, "idx": w.idx_path, "property": w.property_path,
-            "num_images": w.num_images, "num_classes": w.num_classes,
-            "image_size": w.image_size, "identities": [n for n, _ in identities]}
+            "labels": w.labels_path, "num_images": w.num_images, "num_classes": w.num_classes,
+            "image_size": w.image_size, "identities": names}
 

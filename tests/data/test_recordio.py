@@ -16,6 +16,7 @@ from gluon_face.data import (
     FaceTransform,
     RecordFormatError,
     pack_folder,
+    read_labels,
     read_property,
     write_face_rec,
 )
@@ -396,7 +397,7 @@ def test_pack_folder_round_trip(tmp_path, image_folder):
         np.testing.assert_array_equal(image, images[(label, i)])
     # deterministic: a second pack is byte-identical
     pack_folder(root, tmp_path / "again" / "train")
-    for name in ("train.rec", "train.idx", "property"):
+    for name in ("train.rec", "train.idx", "property", "labels.txt"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
 
 
@@ -435,3 +436,239 @@ def test_pack_folder_unreadable_image(tmp_path, image_folder):
     with pytest.raises(RecordFormatError, match=r"id_01/img_02\.png: unreadable image"):
         pack_folder(root, tmp_path / "out" / "train")
     assert _files(tmp_path / "out") == []  # no temporary leftovers either
+
+
+# --------------------------------------------------------------------------- labels.txt
+
+
+NAMES = ["\u00c5sa", "Jos\u00e9", "Ann Lee ", "\u674e\u5c0f\u9f8d"]
+
+
+def test_names_round_trip(tmp_path, colour_image):
+    info = write_face_rec(tmp_path / "train", _samples(colour_image, [2, 1, 3, 1]), (24, 20),
+                          names=NAMES)
+    labels_txt = tmp_path / "labels.txt"
+    assert info["labels"] == str(labels_txt)
+    assert _files(tmp_path) == ["labels.txt", "property", "train.idx", "train.rec"]
+    # byte for byte: UTF-8, a tab, "\n" endings, spaces kept
+    assert labels_txt.read_bytes() == (b"0\t\xc3\x85sa\n1\tJos\xc3\xa9\n2\tAnn Lee \n"
+                                       b"3\t\xe6\x9d\x8e\xe5\xb0\x8f\xe9\xbe\x8d\n")
+    assert read_labels(labels_txt) == NAMES
+    ds = FaceRecordDataset(str(tmp_path))
+    assert ds.labels_path == str(labels_txt) and ds.label_names == NAMES
+    assert [ds.label_name(c) for c in range(4)] == NAMES
+    assert ds.label_name(np.int64(1)) == "Jos\u00e9" and ds.label_name(np.float32(3)) == NAMES[3]
+    assert ds.label_name(ds[2][1]) == "Jos\u00e9"
+    for bad in (4, -1):
+        with pytest.raises(IndexError, match=r"outside \[0, 4\)"):
+            ds.label_name(bad)
+    with pytest.raises(ValueError, match="not a whole number"):
+        ds.label_name(1.5)
+    assert pickle.loads(pickle.dumps(ds)).label_names == NAMES
+
+
+def test_no_names_no_labels_file(tmp_path, colour_image):
+    info = write_face_rec(tmp_path / "train", _samples(colour_image, [1, 2]), (24, 20))
+    assert info["labels"] is None
+    ds = FaceRecordDataset(str(tmp_path))
+    assert ds.labels_path is None and ds.label_names is None
+    assert ds.label_name(1) == "1"
+    with pytest.raises(IndexError):
+        ds.label_name(2)
+
+
+def test_names_do_not_change_the_record_file(tmp_path, colour_image):
+    """labels.txt is a separate file: .rec/.idx/property are those of a set without names,
+    and MXNet's own reader sees the same records."""
+    samples = _samples(colour_image, [2, 3], fmt="jpg")
+    write_face_rec(tmp_path / "plain" / "train", samples, (24, 20))
+    write_face_rec(tmp_path / "named" / "train", samples, (24, 20), names=["a", "b"])
+    for name in ("train.rec", "train.idx", "property"):
+        assert ((tmp_path / "plain" / name).read_bytes()
+                == (tmp_path / "named" / name).read_bytes()), name
+    rec = mx.recordio.MXIndexedRecordIO(str(tmp_path / "named" / "train.idx"),
+                                        str(tmp_path / "named" / "train.rec"), "r")
+    header, _ = mx.recordio.unpack(rec.read_idx(0))
+    assert header.flag == 2 and [int(v) for v in header.label] == [6, 8]
+    labels = [int(mx.recordio.unpack(rec.read_idx(k))[0].label) for k in range(1, 6)]
+    assert labels == [0, 0, 1, 1, 1]
+    rec.close()
+
+
+def test_old_labels_file_removed_without_names(tmp_path, colour_image):
+    write_face_rec(tmp_path / "train", _samples(colour_image, [1, 1, 1]), (24, 20),
+                   names=["a", "b", "c"])
+    assert (tmp_path / "labels.txt").exists()
+    write_face_rec(tmp_path / "train", _samples(colour_image, [1, 1]), (24, 20))
+    assert _files(tmp_path) == ["property", "train.idx", "train.rec"]
+    assert FaceRecordDataset(str(tmp_path)).label_names is None
+    # another prefix in the same folder: property (and labels.txt) are per folder
+    write_face_rec(tmp_path / "train", _samples(colour_image, [1, 1]), (24, 20),
+                   names=["x", "y"])
+    write_face_rec(tmp_path / "val", _samples(colour_image, [1, 1, 1]), (24, 20))
+    assert "labels.txt" not in _files(tmp_path)
+    # and names replace older names
+    write_face_rec(tmp_path / "train", _samples(colour_image, [1, 1]), (24, 20),
+                   names=["p", "q"])
+    write_face_rec(tmp_path / "train", _samples(colour_image, [1]), (24, 20), names=["r"])
+    assert (tmp_path / "labels.txt").read_bytes() == b"0\tr\n"
+
+
+@pytest.mark.parametrize("bad", ["a\tb", "a\nb", "a\rb", "", "a\u2028b", "a\x85b", "a\x0bb"])
+def test_bad_names_refused(tmp_path, colour_image, bad):
+    with pytest.raises(ValueError) as exc:
+        write_face_rec(tmp_path / "train", _samples(colour_image, [1, 1, 1]), (24, 20),
+                       names=["ok", bad, "ok too"])
+    message = str(exc.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith(str(tmp_path / "labels.txt") + ": label 1: name ")
+    assert _files(tmp_path) == []  # no .rec/.idx/property/labels.txt, no temporary file
+
+
+def test_bad_names_leave_an_older_set_untouched(tmp_path, colour_image):
+    write_face_rec(tmp_path / "train", _samples(colour_image, [1, 2]), (24, 20), names=["a", "b"])
+    before = {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)}
+    with pytest.raises(ValueError, match="label 0"):
+        write_face_rec(tmp_path / "train", _samples(colour_image, [1]), (24, 20),
+                       names=["x\ny"])
+    assert {name: (tmp_path / name).read_bytes() for name in _files(tmp_path)} == before
+
+
+@pytest.mark.parametrize("names, fragment", [
+    (["a", "b"], "2 names, but the data has more classes (label 2)"),
+    (["a", "b", "c", "d"], "4 names, but 3 classes were written to train.rec"),
+])
+def test_name_count_must_match_classes(tmp_path, colour_image, names, fragment):
+    with pytest.raises(ValueError) as exc:
+        write_face_rec(tmp_path / "train", _samples(colour_image, [1, 1, 1]), (24, 20),
+                       names=names)
+    assert str(exc.value) == "%s: %s" % (tmp_path / "labels.txt", fragment)
+    assert _files(tmp_path) == []
+
+
+def test_names_must_be_a_sequence_of_str(tmp_path):
+    with pytest.raises(TypeError, match="sequence of str"):
+        FaceRecordWriter(tmp_path / "train", (8, 8), names="abc")
+    with pytest.raises(ValueError, match=r"label 1: name 7 is not a str \(int\)"):
+        FaceRecordWriter(tmp_path / "train", (8, 8), names=["a", 7])
+
+
+def test_labels_count_differs_from_property(tmp_path, colour_image):
+    write_face_rec(tmp_path / "train", _samples(colour_image, [1, 1, 1]), (24, 20),
+                   names=["a", "b", "c"])
+    labels_txt, prop = tmp_path / "labels.txt", tmp_path / "property"
+    labels_txt.write_text("0\ta\n1\tb\n", encoding="utf-8")
+    with pytest.raises(RecordFormatError) as exc:
+        FaceRecordDataset(str(tmp_path))
+    assert str(exc.value) == "%s: 2 labels, but %s says 3 classes" % (labels_txt, prop)
+    with pytest.raises(RecordFormatError, match="2 labels, but .*property says 3 classes"):
+        read_labels(labels_txt, 3, prop)
+    with pytest.raises(RecordFormatError, match="2 labels, expected 3 classes"):
+        read_labels(labels_txt, 3)
+    assert read_labels(labels_txt, 2) == ["a", "b"]
+    # more names than classes is just as wrong
+    labels_txt.write_text("0\ta\n1\tb\n2\tc\n3\td\n", encoding="utf-8")
+    with pytest.raises(RecordFormatError, match="4 labels, but .*property says 3 classes"):
+        FaceRecordDataset(str(tmp_path))
+
+
+def _plain_rec(folder, labels, colour_image):
+    rec = mx.recordio.MXIndexedRecordIO(str(folder / "d.idx"), str(folder / "d.rec"), "w")
+    for key, label in enumerate(labels):
+        rec.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, float(label), key, 0),
+                                            encode_image(colour_image(label, key))))
+    rec.close()
+    return str(folder / "d.rec")
+
+
+def test_labels_beside_plain_im2rec_file(tmp_path, colour_image):
+    rec = _plain_rec(tmp_path, [2, 0, 1, 0], colour_image)
+    labels_txt = tmp_path / "labels.txt"
+    labels_txt.write_text("0\tzero\n1\tone\n2\ttwo\n", encoding="utf-8")
+    ds = FaceRecordDataset(rec)
+    assert ds.layout == "im2rec" and ds.label_names == ["zero", "one", "two"]
+    assert ds.label_name(ds[0][1]) == "two"
+    # without property the class count is max label + 1
+    labels_txt.write_text("0\tzero\n1\tone\n", encoding="utf-8")
+    with pytest.raises(RecordFormatError) as exc:
+        FaceRecordDataset(rec)
+    assert str(exc.value) == ("%s: 2 labels, but %s has 3 classes (max label + 1; no property)"
+                              % (labels_txt, rec))
+    # with property, its count rules
+    (tmp_path / "property").write_text("5,24,20\n")
+    with pytest.raises(RecordFormatError, match="2 labels, but .*property says 5 classes"):
+        FaceRecordDataset(rec)
+    labels_txt.write_text("".join("%d\tn%d\n" % (c, c) for c in range(5)), encoding="utf-8")
+    assert FaceRecordDataset(rec).label_name(4) == "n4"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    (b"0\ta\nb\n", "line 2: expected 'label<TAB>name', got 'b'"),
+    (b"0\ta\n\n1\tb\n", "line 2: expected 'label<TAB>name'"),
+    (b"0\ta\nx\tb\n", "line 2: label 'x' is not a non-negative integer"),
+    (b"0\ta\n-1\tb\n", "line 2: label '-1' is not"),
+    (b"0\ta\n1.0\tb\n", "line 2: label '1.0' is not"),
+    (b"0\ta\n0\tb\n", "line 2: label 0 appears twice (first on line 1)"),
+    (b"1\ta\n0\tb\n", "line 1: labels must run 0, 1, 2, ... in order; expected 0, got 1"),
+    (b"0\ta\n2\tb\n", "line 2: labels must run 0, 1, 2, ... in order; expected 1, got 2"),
+    (b"0\ta\n1\t\n", "line 2: name of label 1 is empty"),
+    (b"0\ta\n1\tb\tc\n", "line 2: name of label 1 holds a tab"),
+    (b"0\ta\n1\tb\x0bc\n", "line 2: name of label 1 holds a line break"),
+    (b"0\ta\n1\t\xff\n", "not UTF-8 text (byte 6)"),
+])
+def test_labels_malformed(tmp_path, colour_image, text, fragment):
+    write_face_rec(tmp_path / "train", _samples(colour_image, [1, 1]), (24, 20),
+                   names=["a", "b"])
+    (tmp_path / "labels.txt").write_bytes(text)
+    for call in (lambda: read_labels(tmp_path / "labels.txt"),
+                 lambda: FaceRecordDataset(str(tmp_path))):
+        with pytest.raises(RecordFormatError) as exc:
+            call()
+        message = str(exc.value)
+        assert message.startswith(str(tmp_path / "labels.txt") + ": "), message
+        assert fragment in message and len(message.splitlines()) == 1, message
+
+
+def test_read_labels_tolerates_crlf_bom_and_missing_final_newline(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_bytes(b"\xef\xbb\xbf0\tAnn\r\n1\tJos\xc3\xa9")
+    assert read_labels(path, 2) == ["Ann", "Jos\u00e9"]
+    path.write_bytes(b"")
+    assert read_labels(path) == []
+    with pytest.raises(FileNotFoundError):
+        read_labels(tmp_path / "missing.txt")
+
+
+def test_pack_folder_writes_folder_names(tmp_path, image_folder):
+    root, images = image_folder([2, 1, 2], fmt="png")
+    # a non-ASCII name with a space sorts last: label 2 holds id_01's image
+    os.rename(os.path.join(root, "id_01"), os.path.join(root, "\u00e5ngstr\u00f6m B"))
+    info = pack_folder(root, tmp_path / "out" / "train")
+    labels_txt = tmp_path / "out" / "labels.txt"
+    assert info["labels"] == str(labels_txt)
+    assert info["identities"] == ["id_00", "id_02", "\u00e5ngstr\u00f6m B"]
+    assert labels_txt.read_bytes() == b"0\tid_00\n1\tid_02\n2\t\xc3\xa5ngstr\xc3\xb6m B\n"
+    ds = FaceRecordDataset(str(tmp_path / "out"))
+    assert ds.label_names == info["identities"]
+    image, label = ds[4]
+    assert ds.label_name(label) == "\u00e5ngstr\u00f6m B"
+    np.testing.assert_array_equal(image, images[(1, 0)])
+    assert [ds.label_name(ds.label_of(i)) for i in range(len(ds))] == \
+        ["id_00", "id_00", "id_02", "id_02", "\u00e5ngstr\u00f6m B"]
+
+
+@pytest.mark.parametrize("folder", ["zz\t03", "zz\n03", "zz\r03"])  # sorted last
+def test_pack_folder_refuses_folder_names_that_break_lines(tmp_path, image_folder, colour_image,
+                                                          folder):
+    root, _ = image_folder([2, 2])
+    os.mkdir(os.path.join(root, folder))
+    with open(os.path.join(root, folder, "img_00.png"), "wb") as f:
+        f.write(encode_image(colour_image(3, 0)))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(RecordFormatError) as exc:
+        pack_folder(root, tmp_path / "out" / "train")
+    message = str(exc.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith(root + ": identity folder %r (label 2)" % folder)
+    assert "labels.txt" in message
+    assert _files(tmp_path / "out") == []

@@ -23,12 +23,15 @@ def test_pack_rec_round_trip(tmp_path, image_folder, tool, capsys):
     out = tmp_path / "out"
     out.mkdir()
     assert tool("pack_rec").main([root, str(out), "--no-progress"]) == 0
-    assert "7 images, 3 identities" in capsys.readouterr().out
-    assert sorted(os.listdir(out)) == ["property", "train.idx", "train.rec"]
+    printed = capsys.readouterr().out
+    assert "7 images, 3 identities" in printed and "+ labels.txt" in printed
+    assert sorted(os.listdir(out)) == ["labels.txt", "property", "train.idx", "train.rec"]
+    assert (out / "labels.txt").read_bytes() == b"0\tid_00\n1\tid_01\n2\tid_02\n"
     ds = FaceRecordDataset(str(out))
+    assert ds.label_names == ["id_00", "id_01", "id_02"]
     for j, key in enumerate(sorted(images)):
         image, label = ds[j]
-        assert label == key[0]
+        assert label == key[0] and ds.label_name(label) == "id_%02d" % key[0]
         np.testing.assert_array_equal(image, images[key])
     # --resize with --image-size HxW, and --encoding jpg
     assert tool("pack_rec").main([root, str(tmp_path / "r" / "faces"), "--image-size", "32x16",
@@ -37,13 +40,20 @@ def test_pack_rec_round_trip(tmp_path, image_folder, tool, capsys):
     assert ds.image_size == (32, 16) and ds[0][0].shape == (32, 16, 3)
 
 
-@pytest.mark.parametrize("case", ["empty-identity", "unreadable", "wrong-size", "no-source"])
+@pytest.mark.parametrize("case", ["empty-identity", "unreadable", "wrong-size", "no-source",
+                                  "tab-in-name", "newline-in-name"])
 def test_pack_rec_bad_input(tmp_path, image_folder, tool, capsys, case):
     root, _ = image_folder([2, 2])
     args = [root, str(tmp_path / "out" / "train"), "--no-progress"]
     if case == "empty-identity":
         os.mkdir(os.path.join(root, "id_09"))
         want = ("id_09", "empty identity folder")
+    elif case.endswith("-in-name"):
+        name = "id\t09" if case == "tab-in-name" else "id_09\nx"
+        os.mkdir(os.path.join(root, name))
+        with open(os.path.join(root, name, "img_00.png"), "wb") as f:
+            f.write(encode_image(np.zeros((24, 20, 3), np.uint8), "png"))
+        want = ("identity folder %r" % name, "labels.txt")
     elif case == "unreadable":
         with open(os.path.join(root, "id_01", "img_00.png"), "wb") as f:
             f.write(b"not an image at all")
@@ -66,6 +76,13 @@ def test_pack_rec_bad_size_argument(tmp_path, tool, capsys):
     assert exc.value.code == 2
 
 
+def test_pack_rec_help_mentions_labels(tool, capsys):
+    with pytest.raises(SystemExit) as exc:
+        tool("pack_rec").main(["--help"])
+    assert exc.value.code == 0
+    assert "labels.txt" in capsys.readouterr().out
+
+
 def test_inspect_rec(tmp_path, image_folder, tool, capsys, monkeypatch):
     root, _ = image_folder([3, 1, 2])
     tool("pack_rec").main([root, str(tmp_path / "data" / "train"), "--no-progress"])
@@ -77,6 +94,7 @@ def test_inspect_rec(tmp_path, image_folder, tool, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "insightface" in out and "min 1 / median 2 / max 3" in out
     assert "[0, 2] vs [0, 3)" in out and "problems" in out
+    assert "names" in out and "labels.txt (one per class)" in out
     from gluon_face.data._image import decode_image
 
     assert decode_image(grid.read_bytes()).shape == (3 * 26 + 2, 8 * 22 + 2, 3)
@@ -92,6 +110,17 @@ def test_inspect_rec_bad_input(tmp_path, image_folder, tool, capsys):
     data = tmp_path / "data"
     tool("pack_rec").main([root, str(data / "train"), "--no-progress"])
     capsys.readouterr()
+    # labels.txt with fewer lines than property's classes
+    (data / "labels.txt").write_text("0\tid_00\n")
+    assert tool("inspect_rec").main([str(data), "--no-grid"]) == 1
+    _one_line_error(capsys, "inspect_rec", "%s: 1 labels, but %s says 2 classes"
+                    % (data / "labels.txt", data / "property"))
+    (data / "labels.txt").write_text("0\tid_00\n0\tid_01\n")
+    assert tool("inspect_rec").main([str(data), "--no-grid"]) == 1
+    _one_line_error(capsys, "inspect_rec", "labels.txt: line 2: label 0 appears twice")
+    os.remove(data / "labels.txt")  # no names: as before
+    assert tool("inspect_rec").main([str(data), "--no-grid"]) == 0
+    assert "- (no labels.txt)" in capsys.readouterr().out
     # labels outside property's class count
     (data / "property").write_text("1,24,20")
     assert tool("inspect_rec").main([str(data), "--no-grid"]) == 1
