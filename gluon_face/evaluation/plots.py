@@ -1,4 +1,4 @@
-"""Figures for the chapters and tools: embeddings, ROC curves, training curves, margins.
+"""Figures for the chapters and tools: embeddings, ROC and CMC curves, training curves, margins.
 
 Every function returns a :class:`matplotlib.figure.Figure` built directly on the
 Agg canvas (no ``pyplot``), so calling them never opens a window, never switches
@@ -16,10 +16,11 @@ from matplotlib.figure import Figure
 
 from .._io import atomic_path
 from .dunn import check_labelled
+from .identification import IdentificationResult
 from .margins import MARGIN_PRESETS, target_logit_numpy
 from .verification import VerificationResult, l2_normalize
 
-__all__ = ["plot_curves", "plot_embeddings", "plot_roc", "plot_target_logits"]
+__all__ = ["plot_cmc", "plot_curves", "plot_embeddings", "plot_roc", "plot_target_logits"]
 
 _MAX_LEGEND = 20
 
@@ -196,6 +197,62 @@ def plot_roc(results, path=None, title="ROC"):
     ax.set_ylim(0.0, 1.01)
     ax.set_xlabel("false positive rate (log scale)")
     ax.set_ylabel("true positive rate")
+    ax.grid(True, which="both", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small", loc="lower right")
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- CMC
+def plot_cmc(results, path=None, title=None):
+    """Cumulative match characteristic: share of mated probes found within rank ``k``.
+
+    Parameters
+    ----------
+    results : dict or IdentificationResult
+        ``name -> IdentificationResult`` (its ``cmc``; the legend shows rank-1), or
+        ``name -> cmc`` with ``cmc[k-1]`` the rate at rank ``k``.  A single result is
+        plotted under the name ``'model'``.
+    path : str, optional
+        Also write the figure there as PNG.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Notes
+    -----
+    The rank axis is logarithmic when some curve is longer than 20 ranks.
+    """
+    if isinstance(results, IdentificationResult):
+        results = {"model": results}
+    if not isinstance(results, dict) or not results:
+        raise ValueError("results must be a non-empty dict name -> IdentificationResult or cmc")
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    longest = 1
+    for name, value in results.items():
+        cmc = value.cmc if isinstance(value, IdentificationResult) else value
+        try:
+            cmc = np.asarray(cmc, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"results[{name!r}] must be an IdentificationResult or a 1-D "
+                             "array of rates") from None
+        if cmc.ndim != 1 or cmc.size == 0 or not np.all(np.isfinite(cmc)):
+            raise ValueError(f"results[{name!r}] must be a non-empty 1-D array of finite rates, "
+                             f"got shape {cmc.shape}")
+        ranks = np.arange(1, cmc.size + 1)
+        ax.plot(ranks, cmc, lw=1.5, marker="o" if cmc.size <= 20 else None, ms=3,
+                drawstyle="steps-post", label=f"{name} (rank-1 {cmc[0]:.4f})")
+        longest = max(longest, cmc.size)
+    if longest > 20:
+        ax.set_xscale("log")
+    ax.set_xlim(1, max(longest, 2))
+    ax.set_ylim(0.0, 1.01)
+    ax.set_xlabel("rank" + (" (log scale)" if longest > 20 else ""))
+    ax.set_ylabel("identification rate")
     ax.grid(True, which="both", alpha=0.3)
     if title:
         ax.set_title(title)

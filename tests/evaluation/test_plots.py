@@ -6,10 +6,13 @@ import numpy as onp
 import pytest
 
 from gluon_face.evaluation import (
+    identification,
+    plot_cmc,
     plot_curves,
     plot_embeddings,
     plot_roc,
     plot_target_logits,
+    split_gallery_probes,
     verification_accuracy,
 )
 
@@ -64,6 +67,29 @@ def test_plot_roc(tmp_path):
     plot_roc(res)  # a single result
     with pytest.raises(ValueError):
         plot_roc({})
+
+
+def test_plot_cmc(tmp_path):
+    rng = onp.random.RandomState(3)
+    labels = onp.repeat(onp.arange(30), 4)
+    emb = rng.randn(30, 8)[labels] + 0.8 * rng.randn(120, 8)
+    gallery, probes = split_gallery_probes(labels)
+    res = identification(emb[gallery], labels[gallery], emb[probes], labels[probes])
+    fig = plot_cmc({"model": res, "cmc": [0.2, 0.5, 1.0]}, path=tmp_path / "cmc.png",
+                   title="CMC")
+    check_png(tmp_path / "cmc.png")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"  # 23 gallery identities
+    lines = ax.get_lines()
+    assert len(lines) == 2 and "rank-1" in lines[0].get_label()
+    onp.testing.assert_array_equal(lines[0].get_ydata(), res.cmc)
+    onp.testing.assert_array_equal(lines[0].get_xdata(), onp.arange(1, len(res.cmc) + 1))
+    assert ax.get_title() == "CMC"
+    assert plot_cmc(res).axes[0].get_title() == ""  # a single result, no title
+    with pytest.raises(ValueError):
+        plot_cmc({})
+    with pytest.raises(ValueError, match="finite rates"):
+        plot_cmc({"bad": [[0.1, 0.2]]})
 
 
 def test_plot_curves_from_dict_and_csv(tmp_path):
