@@ -134,6 +134,22 @@ def test_numref_targets_exist():
     assert refs <= labels, f"dangling :numref: {sorted(refs - labels)}"
 
 
+def test_cite_keys_exist():
+    """Every key of a :cite:`A` or :cite:`A,B` has one entry in chapters/refs.bib."""
+    with open(os.path.join(d2lmd.CHAPTERS, "refs.bib"), encoding="utf-8") as f:
+        entries = re.findall(r"^\s*@\w+\s*\{\s*([^,\s]+)\s*,", f.read(), re.M)
+    duplicates = sorted({k for k in entries if entries.count(k) > 1})
+    assert not duplicates, f"refs.bib defines these keys twice: {duplicates}"
+    missing = {}
+    for path in CHAPTER_FILES:
+        with open(path, encoding="utf-8") as f:
+            for group in re.findall(r":cite:`([^`]+)`", f.read()):
+                for key in (k.strip() for k in group.split(",")):
+                    if key not in entries:
+                        missing.setdefault(os.path.basename(path), []).append(key)
+    assert not missing, f"cited but not in refs.bib: {missing}"
+
+
 # --------------------------------------------------------------- execution
 
 
