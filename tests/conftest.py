@@ -62,3 +62,11 @@ def _ranks_agree(folder):
 def ranks_agree():
     """``ranks_agree(folder)``: the distributed tests' check that both ranks ended equal."""
     return _ranks_agree
+
+
+@pytest.fixture(scope="session")
+def glyph_dir():
+    """The built-in glyph identities, in the cache ``tools/train.py`` uses (built once)."""
+    from gluon_face.data import glyph_data_dir
+
+    return glyph_data_dir()

@@ -19,15 +19,11 @@ The set is built on first use into a cache folder, in a temporary sibling
 folder renamed into place when complete, with a ``stamp.json`` listing every
 file's size and SHA-256; a folder whose files do not match it is rebuilt.
 """
-import contextlib
-import hashlib
-import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
+from ._cache import cache_root, cached_build, verify_stamp, write_stamp
 from ._image import encode_image
 from .recordio import write_face_rec
 from .verification import write_bin
@@ -48,17 +44,13 @@ NUM_PAIRS = 600
 DEMO_IMAGE_SIZE = 32
 SEED = 20231
 _NFOLDS = 10
-_STAMP = "stamp.json"
 _FILES = ("train.rec", "train.idx", "property", "open_set.bin", "closed_set.bin")
 
 
 def demo_cache_root(cache_dir=None):
     """The folder that holds ``demo-v1``: ``cache_dir``, else ``$GLUON_FACE_CACHE``,
     else ``~/.cache/gluon_face``."""
-    if cache_dir is None:
-        cache_dir = os.environ.get("GLUON_FACE_CACHE") or os.path.join(
-            os.path.expanduser("~"), ".cache", "gluon_face")
-    return os.path.abspath(os.fspath(cache_dir))
+    return cache_root(cache_dir)
 
 
 def _digit_images():
@@ -178,20 +170,8 @@ def build_demo_data(out_dir):
             "open_set_images": int(sum(len(g) for g in open_groups)), "pairs": NUM_PAIRS}
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_stamp(folder, info):
-    files = {name: {"size": os.path.getsize(os.path.join(folder, name)),
-                    "sha256": _sha256(os.path.join(folder, name))} for name in _FILES}
-    stamp = {"version": DEMO_VERSION, "seed": SEED, "files": files, "info": info}
-    with open(os.path.join(folder, _STAMP), "w", encoding="utf-8") as f:
-        json.dump(stamp, f, indent=1, sort_keys=True)
+    write_stamp(folder, DEMO_VERSION, _FILES, seed=SEED, info=info)
 
 
 def verify_demo_data(folder):
@@ -199,28 +179,7 @@ def verify_demo_data(folder):
 
     Checks the stamp's version and every file's size and SHA-256.
     """
-    stamp_path = os.path.join(folder, _STAMP)
-    try:
-        with open(stamp_path, encoding="utf-8") as f:
-            stamp = json.load(f)
-        files = stamp["files"]
-    except FileNotFoundError:
-        return "%s: missing" % stamp_path
-    except (ValueError, KeyError, TypeError):
-        return "%s: unreadable" % stamp_path
-    if stamp.get("version") != DEMO_VERSION or set(files) != set(_FILES):
-        return "%s: built by another version" % stamp_path
-    for name, want in files.items():
-        path = os.path.join(folder, name)
-        if not os.path.isfile(path):
-            return "%s: missing" % path
-        if os.path.getsize(path) != want.get("size"):
-            return "%s: size differs from the stamp" % path
-    for name, want in files.items():
-        path = os.path.join(folder, name)
-        if _sha256(path) != want.get("sha256"):
-            return "%s: checksum differs from the stamp" % path
-    return None
+    return verify_stamp(folder, DEMO_VERSION, _FILES)
 
 
 def demo_data_dir(cache_dir=None, rebuild=False):
@@ -247,28 +206,7 @@ def demo_data_dir(cache_dir=None, rebuild=False):
     temporary sibling folder that is renamed into place, so concurrent callers
     and interrupted builds never see a half-written set.
     """
-    root = demo_cache_root(cache_dir)
-    target = os.path.join(root, DEMO_VERSION)
-    if not rebuild and os.path.isdir(target) and verify_demo_data(target) is None:
-        return target
-    os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + DEMO_VERSION + ".build.", dir=root)
-    try:
-        info = build_demo_data(tmp)
-        _write_stamp(tmp, info)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shareable
-        if os.path.lexists(target):
-            # Move the bad copy aside first: rename cannot replace a non-empty folder.
-            trash = tempfile.mkdtemp(prefix="." + DEMO_VERSION + ".old.", dir=root)
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(target, os.path.join(trash, "old"))
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            # Another process finished first; keep its copy if it is good.
-            if verify_demo_data(target) is not None:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    def build(folder):
+        _write_stamp(folder, build_demo_data(folder))
+
+    return cached_build(DEMO_VERSION, build, verify_demo_data, cache_dir, rebuild)
