@@ -1,4 +1,4 @@
-"""insightface-format face data: record files, verification pairs, alignment, demo set.
+"""insightface-format face data: record files, verification pairs, alignment, built-in sets.
 
 * :class:`FaceRecordDataset` reads ``train.rec`` (insightface layout or plain
   im2rec) as a Gluon ``Dataset`` of ``(HWC uint8 RGB, int label)``;

@@ -26,7 +26,7 @@ import numpy as np
 from ._cache import cache_root, cached_build, verify_stamp, write_stamp
 from ._image import encode_image
 from .recordio import write_face_rec
-from .verification import write_bin
+from .verification import balanced_pairs, write_bin
 
 __all__ = ["demo_data_dir", "demo_cache_root", "build_demo_data", "build_demo_pairs",
            "verify_demo_data",
@@ -67,44 +67,6 @@ def _digit_images():
     return np.ascontiguousarray(rgb), digits.target.astype(np.int64)
 
 
-def _pairs(groups, num_pairs, rng):
-    """Balanced verification pairs from ``groups`` (list of index arrays, one per class).
-
-    Returns a (num_pairs, 2) index array and a (num_pairs,) bool array, arranged
-    so that each of the ``_NFOLDS`` contiguous blocks has as many same as
-    different pairs, in shuffled order within the block.
-    """
-    if num_pairs % (2 * _NFOLDS):
-        raise ValueError("num_pairs must be a multiple of %d" % (2 * _NFOLDS))
-    half = num_pairs // 2
-    seen = set()
-    same, diff = [], []
-    num_groups = len(groups)
-    while len(same) < half:
-        g = groups[int(rng.integers(num_groups))]
-        a, b = rng.choice(g, size=2, replace=False)
-        key = (min(a, b), max(a, b))
-        if key not in seen:
-            seen.add(key)
-            same.append((a, b))
-    while len(diff) < half:
-        ga, gb = rng.choice(num_groups, size=2, replace=False)
-        a, b = int(rng.choice(groups[ga])), int(rng.choice(groups[gb]))
-        key = (min(a, b), max(a, b))
-        if key not in seen:
-            seen.add(key)
-            diff.append((a, b))
-    per_fold = half // _NFOLDS
-    pairs, issame = [], []
-    for fold in range(_NFOLDS):
-        block = [(p, True) for p in same[fold * per_fold:(fold + 1) * per_fold]]
-        block += [(p, False) for p in diff[fold * per_fold:(fold + 1) * per_fold]]
-        for i in rng.permutation(len(block)):
-            pairs.append(block[i][0])
-            issame.append(block[i][1])
-    return np.array(pairs, dtype=np.int64), np.array(issame, dtype=bool)
-
-
 def _split():
     """Images, labels, the generator after the held-out draw, and the index groups.
 
@@ -125,7 +87,7 @@ def _split():
 
 def _write_pair_sets(out_dir, images, rng, open_groups, holdout_groups, num_pairs):
     for name, groups in (("open_set.bin", open_groups), ("closed_set.bin", holdout_groups)):
-        pairs, issame = _pairs(groups, num_pairs, rng)
+        pairs, issame = balanced_pairs(groups, num_pairs, rng, _NFOLDS)
         write_bin(os.path.join(out_dir, name), [images[i] for i in pairs.ravel()], issame,
                   fmt="png")
 

@@ -53,7 +53,7 @@ from ._image import encode_image
 
 __all__ = ["glyph_data_dir", "build_glyph_data", "verify_glyph_data", "glyph_font_files",
            "glyph_candidates", "select_identities", "render_canonical", "photograph",
-           "font_code_points", "draw_glyphs", "photo_of", "balanced_pairs", "label_name",
+           "font_code_points", "draw_glyphs", "photo_of", "label_name",
            "read_dataset_info", "GlyphFontError", "GLYPHS_VERSION", "GLYPH_FACES",
            "MIN_FACES", "DUPLICATE_COSINE", "IMAGE_SIZE", "NUM_OPEN_IDENTITIES",
            "CLOSED_HOLDOUT", "NUM_OPEN_PAIRS", "NUM_CLOSED_PAIRS", "DATASET_INFO"]
@@ -85,7 +85,6 @@ NUM_CLOSED_PAIRS = 2000
 DATASET_INFO = "dataset.json"
 """File name of a data folder's own description (:func:`read_dataset_info`)."""
 SEED = 20261206
-_NFOLDS = 10
 # Canonical drawings: font size and canvas in pixels, before the photo is taken.
 _CANVAS = 64
 _FONT_SIZE = 40
@@ -364,61 +363,6 @@ def label_name(code_point):
     return "U+%04X %s" % (code_point, name) if name else "U+%04X" % code_point
 
 
-# ----------------------------------------------------------------------------- pairs
-def balanced_pairs(groups, num_pairs, rng, nfolds=_NFOLDS):
-    """Distinct verification pairs, half same-identity, balanced per fold.
-
-    Parameters
-    ----------
-    groups : list of numpy.ndarray
-        Image indices of each identity (identities with one image only give
-        different-identity pairs).
-    num_pairs : int
-        Multiple of ``2 * nfolds``.
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    pairs : numpy.ndarray
-        (num_pairs, 2) image indices.
-    issame : numpy.ndarray
-        (num_pairs,) bool; each of the ``nfolds`` contiguous blocks holds as many
-        same as different pairs, shuffled within the block.
-    """
-    if num_pairs % (2 * nfolds):
-        raise ValueError("num_pairs must be a multiple of %d" % (2 * nfolds))
-    half = num_pairs // 2
-    multi = [g for g in groups if len(g) >= 2]
-    available = sum(len(g) * (len(g) - 1) // 2 for g in multi)
-    if available < half:
-        raise ValueError("only %d distinct same-identity pairs for %d asked" % (available, half))
-    seen = set()
-    same, diff = [], []
-    while len(same) < half:
-        g = multi[int(rng.integers(len(multi)))]
-        a, b = (int(v) for v in rng.choice(g, size=2, replace=False))
-        key = (min(a, b), max(a, b))
-        if key not in seen:
-            seen.add(key)
-            same.append(key)
-    while len(diff) < half:
-        ga, gb = rng.choice(len(groups), size=2, replace=False)
-        a, b = int(rng.choice(groups[ga])), int(rng.choice(groups[gb]))
-        key = (min(a, b), max(a, b))
-        if key not in seen:
-            seen.add(key)
-            diff.append(key)
-    per_fold = half // nfolds
-    pairs, issame = [], []
-    for fold in range(nfolds):
-        block = [(p, True) for p in same[fold * per_fold:(fold + 1) * per_fold]]
-        block += [(p, False) for p in diff[fold * per_fold:(fold + 1) * per_fold]]
-        for i in rng.permutation(len(block)):
-            pairs.append(block[i][0])
-            issame.append(block[i][1])
-    return np.array(pairs, dtype=np.int64), np.array(issame, dtype=bool)
-
-
 # ----------------------------------------------------------------------------- build
 def build_glyph_data(out_dir, font_dir=None, progress=None):
     """Write the glyph identity set into ``out_dir`` (created; should be empty).
@@ -443,7 +387,7 @@ def build_glyph_data(out_dir, font_dir=None, progress=None):
         A font is missing or unreadable.
     """
     from .recordio import write_face_rec
-    from .verification import write_bin
+    from .verification import balanced_pairs, write_bin
 
     paths = glyph_font_files(font_dir)
     cmaps = font_code_points(paths)

@@ -22,7 +22,8 @@ import numpy as np
 from .._io import atomic_open
 from ._image import decode_image, encode_image, encoded_format, resize_image
 
-__all__ = ["PairsFormatError", "load_bin", "write_bin", "read_pairs", "make_bin"]
+__all__ = ["PairsFormatError", "load_bin", "write_bin", "read_pairs", "make_bin",
+           "balanced_pairs"]
 
 
 class PairsFormatError(ValueError):
@@ -326,3 +327,57 @@ def make_bin(image_dir, pairs_path, out_path, fmt="auto", ext=".jpg", image_size
     issame = [s for _, _, s in pairs]
     write_bin(out_path, bins, issame)
     return {"path": os.fspath(out_path), "pairs": len(pairs), "same": int(sum(issame))}
+
+
+def balanced_pairs(groups, num_pairs, rng, nfolds=10):
+    """Distinct verification pairs, half same-identity, balanced per fold.
+
+    Parameters
+    ----------
+    groups : list of numpy.ndarray
+        Image indices of each identity (identities with one image only give
+        different-identity pairs).
+    num_pairs : int
+        Multiple of ``2 * nfolds``.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    pairs : numpy.ndarray
+        (num_pairs, 2) image indices.
+    issame : numpy.ndarray
+        (num_pairs,) bool; each of the ``nfolds`` contiguous blocks holds as many
+        same as different pairs, shuffled within the block.
+    """
+    if num_pairs % (2 * nfolds):
+        raise ValueError("num_pairs must be a multiple of %d" % (2 * nfolds))
+    half = num_pairs // 2
+    multi = [g for g in groups if len(g) >= 2]
+    available = sum(len(g) * (len(g) - 1) // 2 for g in multi)
+    if available < half:
+        raise ValueError("only %d distinct same-identity pairs for %d asked" % (available, half))
+    seen = set()
+    same, diff = [], []
+    while len(same) < half:
+        g = multi[int(rng.integers(len(multi)))]
+        a, b = (int(v) for v in rng.choice(g, size=2, replace=False))
+        key = (min(a, b), max(a, b))
+        if key not in seen:
+            seen.add(key)
+            same.append(key)
+    while len(diff) < half:
+        ga, gb = rng.choice(len(groups), size=2, replace=False)
+        a, b = int(rng.choice(groups[ga])), int(rng.choice(groups[gb]))
+        key = (min(a, b), max(a, b))
+        if key not in seen:
+            seen.add(key)
+            diff.append(key)
+    per_fold = half // nfolds
+    pairs, issame = [], []
+    for fold in range(nfolds):
+        block = [(p, True) for p in same[fold * per_fold:(fold + 1) * per_fold]]
+        block += [(p, False) for p in diff[fold * per_fold:(fold + 1) * per_fold]]
+        for i in rng.permutation(len(block)):
+            pairs.append(block[i][0])
+            issame.append(block[i][1])
+    return np.array(pairs, dtype=np.int64), np.array(issame, dtype=bool)

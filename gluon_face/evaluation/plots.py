@@ -25,6 +25,15 @@ __all__ = ["plot_cmc", "plot_curves", "plot_embeddings", "plot_roc", "plot_targe
 _MAX_LEGEND = 20
 
 
+def _named_results(results, kind, what):
+    """``results`` as a non-empty ``{name: value}`` dict; one ``kind`` result is 'model'."""
+    if isinstance(results, kind):
+        results = {"model": results}
+    if not isinstance(results, dict) or not results:
+        raise ValueError(f"results must be a non-empty dict name -> {what}")
+    return results
+
+
 def _figure(nrows=1, ncols=1, figsize=(6, 5)):
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
@@ -165,11 +174,7 @@ def plot_roc(results, path=None, title="ROC"):
     -----
     Points with ``FPR = 0`` cannot sit on a log axis and are left out.
     """
-    if isinstance(results, VerificationResult):
-        results = {"model": results}
-    if not isinstance(results, dict) or not results:
-        raise ValueError("results must be a non-empty dict name -> VerificationResult "
-                         "or (fpr, tpr)")
+    results = _named_results(results, VerificationResult, "VerificationResult or (fpr, tpr)")
     fig, axes = _figure()
     ax = axes[0, 0]
     lowest = 1.0
@@ -226,10 +231,7 @@ def plot_cmc(results, path=None, title=None):
     -----
     The rank axis is logarithmic when some curve is longer than 20 ranks.
     """
-    if isinstance(results, IdentificationResult):
-        results = {"model": results}
-    if not isinstance(results, dict) or not results:
-        raise ValueError("results must be a non-empty dict name -> IdentificationResult or cmc")
+    results = _named_results(results, IdentificationResult, "IdentificationResult or cmc")
     fig, axes = _figure()
     ax = axes[0, 0]
     longest = 1
