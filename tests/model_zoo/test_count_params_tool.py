@@ -64,7 +64,8 @@ def test_layer_listing(tool, capsys):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--network", "resnet9"], "unknown model 'resnet9'; valid names: faceresnet100"),
+    (["--network", "resnet9"],
+     "unknown model 'resnet9'; valid names: faceresnet10-demo, faceresnet100"),
     (["--image-size", "100"], "multiple of 16"),
     (["--image-size", "96", "96", "96"], "one or two"),
     (["--loss", "triplet"], "unknown head 'triplet'"),

@@ -17,7 +17,8 @@ from gluon_face.model_zoo import (
 
 npx.set_np()
 
-NAMES = ["faceresnet100", "faceresnet18", "faceresnet18-demo", "faceresnet34", "faceresnet50"]
+NAMES = ["faceresnet10-demo", "faceresnet100", "faceresnet18", "faceresnet18-demo",
+         "faceresnet34", "faceresnet50"]
 
 
 def _small(name="faceresnet18", **kw):
@@ -138,6 +139,16 @@ def test_demo_network_is_faceresnet18_at_a_quarter_width(ctx):
     # a quarter of the widths: about 1/16 of the parameters
     ratio = summarize(demo).params / summarize(full).params
     assert 1 / 20 < ratio < 1 / 10
+
+
+def test_faceresnet10_demo_is_one_unit_per_stage(ctx):
+    from gluon_face.model_zoo import summarize
+
+    shallow, demo = _small("faceresnet10-demo"), _small("faceresnet18-demo")
+    assert [len(stage) for stage in shallow.features[3:]] == [1, 1, 1, 1]
+    assert [len(stage) for stage in demo.features[3:]] == [2, 2, 2, 2]
+    assert shallow.feature_shape == demo.feature_shape == (128, 2, 2)
+    assert summarize(shallow).params < summarize(demo).params
 
 
 def test_unknown_keyword_is_an_error():
