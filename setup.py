@@ -22,8 +22,11 @@ install_requires = [
     "scikit-learn",
     # Pairwise distances for the Dunn index (also a dependency of scikit-learn).
     "scipy",
-    # Loss/accuracy/ROC curves, embedding scatter plots, sample grids (Figure without pyplot).
+    # Loss/accuracy/ROC curves, embedding scatter plots, sample grids (Figure without pyplot);
+    # its DejaVu and STIX fonts are drawn as the built-in glyph identities.
     "matplotlib>=3.5",
+    # Which characters each of those fonts draws (also a dependency of matplotlib).
+    "fonttools",
     # Progress bars in the tools.
     "tqdm",
     # Training presets and the saved resolved config.

@@ -8,11 +8,12 @@ spreads every batch over the given devices with
 :func:`mxnet.gluon.utils.split_and_load` and returns one ``(N, D)`` float32
 numpy array in input order.
 
-:func:`evaluate_bin` runs the verification protocol of design §3 on one set of
+:func:`evaluate_bin` runs insightface's verification protocol on one set of
 pairs: each image and its left-right mirror are embedded, the two embeddings are
 summed and L2-normalised, and :func:`gluon_face.evaluation.verification_accuracy`
 scores the pairs with 10-fold cross-validation; the accuracy without the mirror is
-reported as well.
+reported as well, and is the reported number for data that is not
+mirror-symmetric (``flip_test=False``).
 
 Library code never prints: long loops report through a ``progress`` callback that
 the tools connect to a tqdm bar.
@@ -25,8 +26,8 @@ from mxnet.util import use_np  # noqa: E402
 
 from .. import _mxnet  # noqa: F401  (actionable error when MXNet is missing)
 
-__all__ = ["embed_images", "evaluate_bin", "extract_embeddings", "l2_normalize", "parse_ctx",
-           "find_images", "ImageFiles", "IMAGE_EXTENSIONS"]
+__all__ = ["embed_images", "evaluate_bin", "evaluate_identities", "extract_embeddings",
+           "l2_normalize", "parse_ctx", "find_images", "ImageFiles", "IMAGE_EXTENSIONS"]
 
 #: File name endings (lower case) that :func:`find_images` treats as images.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -157,11 +158,12 @@ def l2_normalize(x, eps=1e-10):
 
 
 def evaluate_bin(net, images, issame, ctx_list=None, batch_size=64, nfolds=10,
-                 far_target=1e-3, transform=None, progress=None):
+                 far_target=1e-3, transform=None, progress=None, flip_test=True, cache=None):
     """Verification accuracy of ``net`` on one set of pairs, with and without the mirror.
 
-    Pair ``i`` is ``(images[2i], images[2i+1])``.  Both the images and their
-    left-right mirrors are embedded with :func:`embed_images`; then
+    Pair ``i`` is ``(images[2i], images[2i+1])``.  The images (and, with
+    ``flip_test``, their left-right mirrors) are embedded with
+    :func:`embed_images`; then
 
     * ``'flip'``: ``e = normalize(f(x) + f(mirror(x)))``
       (:func:`gluon_face.evaluation.combine_flip`), insightface's reported number;
@@ -188,14 +190,29 @@ def evaluate_bin(net, images, issame, ctx_list=None, batch_size=64, nfolds=10,
     far_target : float
         False accept rate at which VAL is reported.
     progress : callable, optional
-        ``progress(n)`` after every batch; ``4P`` images are embedded in total.
+        ``progress(n)`` after every batch; at most ``4P`` images are embedded in
+        total (``2P`` without ``flip_test``): an image that appears in several
+        pairs is embedded once.
+    flip_test : bool
+        Add the mirrored embedding (faces).  Data whose identities are not
+        mirror-symmetric (the built-in glyph identities: a mirrored ``b`` is a
+        ``d``) must be scored without it: then ``'flip'`` is None and nothing
+        mirrored is embedded.
+    cache : dict, optional
+        Embeddings already computed by the same ``net`` with the same
+        ``transform``, keyed by image content; filled with the new ones.  Share
+        one dict between the calls of one evaluation round (e.g. with
+        :func:`evaluate_identities` on the images the pairs are drawn from),
+        never across changes of the weights.
 
     Returns
     -------
     dict
-        ``{'flip': VerificationResult, 'noflip': VerificationResult,
-        'pairs': P, 'distances': (P,) float64}``, the last the flip test's
-        squared-L2 pair distances (to compare decisions across models).
+        ``{'flip': VerificationResult or None, 'noflip': VerificationResult,
+        'score': the reported one of the two ('flip' with flip_test, else
+        'noflip'), 'flip_test': bool, 'pairs': P, 'distances': (P,) float64}``,
+        the last the reported embedding's squared-L2 pair distances (to compare
+        decisions across models).
 
     Raises
     ------
@@ -212,15 +229,109 @@ def evaluate_bin(net, images, issame, ctx_list=None, batch_size=64, nfolds=10,
                          "a .bin holds exactly 2 images per pair")
     kwargs = dict(ctx_list=ctx_list, batch_size=batch_size, transform=transform,
                   progress=progress)
-    emb = embed_images(net, images, flip=False, **kwargs)
-    emb_flip = embed_images(net, images, flip=True, **kwargs)
-    flipped = combine_flip(emb, emb_flip)
+    cache = {} if cache is None else cache
+    emb = _embed_once(net, images, False, cache, **kwargs)
+    noflip = verification_accuracy(emb, issame, nfolds=nfolds, far_target=far_target)
+    flip, reported = None, emb
+    if flip_test:
+        reported = combine_flip(emb, _embed_once(net, images, True, cache, **kwargs))
+        flip = verification_accuracy(reported, issame, nfolds=nfolds, far_target=far_target)
     return {
-        "flip": verification_accuracy(flipped, issame, nfolds=nfolds, far_target=far_target),
-        "noflip": verification_accuracy(emb, issame, nfolds=nfolds, far_target=far_target),
+        "flip": flip,
+        "noflip": noflip,
+        "score": flip if flip_test else noflip,
+        "flip_test": bool(flip_test),
         "pairs": len(issame),
-        "distances": pair_distances(flipped),
+        "distances": pair_distances(reported),
     }
+
+
+def _image_key(image):
+    """A key that two images share exactly when they are equal byte for byte."""
+    import hashlib
+
+    image = onp.ascontiguousarray(image)
+    return (image.shape, str(image.dtype),
+            hashlib.blake2b(image.tobytes(), digest_size=16).digest())
+
+
+def _embed_once(net, images, flip, cache, **kwargs):
+    """``embed_images(net, images, flip)``, each distinct image embedded once.
+
+    Pair sets reuse images (a face appears in several pairs), and an open set's
+    pairs and its identification images overlap: ``cache`` maps
+    ``(image key, flip)`` to an embedding already computed with the same ``net``
+    and settings, and is filled with the new ones.
+    """
+    keys = [_image_key(images[i]) for i in range(len(images))]
+    missing = {}
+    for i, key in enumerate(keys):
+        if (key, flip) not in cache and key not in missing:
+            missing[key] = i
+    if missing:
+        emb = embed_images(net, [images[i] for i in missing.values()], flip=flip, **kwargs)
+        for key, row in zip(missing, emb):
+            cache[(key, flip)] = row
+    if not keys:
+        raise ValueError("no images to embed")
+    return onp.stack([cache[(key, flip)] for key in keys])
+
+
+def evaluate_identities(net, images, labels, ctx_list=None, batch_size=64, flip_test=True,
+                        far_targets=(1e-2, 1e-3, 1e-4), enrolled_fraction=0.75, seed=0,
+                        transform=None, progress=None, cache=None):
+    """Open-set metrics of ``net`` on labelled images of identities it never saw.
+
+    The images are embedded once (with ``flip_test``, ``f(x) + f(mirror(x))``)
+    and L2-normalised, then scored two ways:
+
+    * all-pairs verification (IJB-C style): every pair of images, TAR at each
+      of ``far_targets`` and the ROC
+      (:func:`gluon_face.evaluation.all_pairs_verification`);
+    * 1:N identification (MegaFace / IJB style): a share ``enrolled_fraction``
+      of the identities is enrolled with one image each
+      (:func:`gluon_face.evaluation.split_gallery_probes` with ``seed``), every
+      other image is a probe; rank-1, rank-5, the CMC curve, and TPIR at FPIR
+      1e-2 and 1e-1 for the probes of identities not enrolled
+      (:func:`gluon_face.evaluation.identification`).
+
+    Parameters
+    ----------
+    net, ctx_list, batch_size, transform, progress
+        As in :func:`embed_images`.
+    cache : dict, optional
+        As in :func:`evaluate_bin`.
+    images : sequence of numpy.ndarray
+        ``N`` images ``(H, W, 3)`` uint8 RGB.
+    labels : array_like
+        ``(N,)`` identity of each image.
+
+    Returns
+    -------
+    dict
+        ``{'all_pairs': AllPairsResult, 'identification': IdentificationResult,
+        'identities': number of identities, 'images': N, 'embeddings': (N, D)
+        float32 normalised}``.
+    """
+    from ..evaluation import all_pairs_verification, identification, split_gallery_probes
+
+    labels = onp.asarray(labels)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    kwargs = dict(ctx_list=ctx_list, batch_size=batch_size, transform=transform,
+                  progress=progress)
+    cache = {} if cache is None else cache
+    emb = _embed_once(net, images, False, cache, **kwargs)
+    if flip_test:
+        emb = emb + _embed_once(net, images, True, cache, **kwargs)
+    emb = l2_normalize(emb)
+    pairs = all_pairs_verification(emb, labels, far_targets=far_targets)
+    gallery, probes = split_gallery_probes(labels, enrolled_fraction=enrolled_fraction,
+                                           seed=seed)
+    ident = identification(emb[gallery], labels[gallery], emb[probes], labels[probes])
+    return {"all_pairs": pairs, "identification": ident,
+            "identities": int(len(onp.unique(labels))), "images": len(labels),
+            "embeddings": emb}
 
 
 def extract_embeddings(net, images, ctx_list=None, batch_size=64, flip=False, normalize=True,

@@ -33,8 +33,10 @@ verification passes (which use the float32 backbone) stay float32::
     backward(scale * sum_k loss_k); allreduce; finite? update(B * scale) : skip, scale /= 2
 
 Reproducibility: the batches of a step are a function of ``(seed, epoch)``
-(:mod:`.loader`) and MXNet's generator is re-seeded from ``(seed, step)`` before
-each step, so a resumed run repeats the uninterrupted run's losses.
+(:mod:`.loader`) and, when the network draws random numbers in a step (dropout),
+MXNet's generator is re-seeded from ``(seed, step)`` before each step (re-seeding
+waits for the engine, so networks without dropout skip it), so a resumed run
+repeats the uninterrupted run's losses.
 
 Library code never prints: progress goes to a :mod:`logging` logger
 (``gluon_face.training`` unless one is passed) that the tool configures.
@@ -52,6 +54,7 @@ import numpy as onp
 from mxnet.util import use_np
 
 from .._io import atomic_open
+from ..heads import head_keywords
 from .checkpoint import (
     CheckpointError,
     build_backbone,
@@ -201,6 +204,7 @@ class FaceTrainer:
         self.best_score = None
         self.history = []
         self.last_results = {}
+        self.last_identification = None
         if cfg.resume:
             self._resume(cfg.resume)
 
@@ -218,13 +222,11 @@ class FaceTrainer:
         return kv, kv.rank, kv.num_workers
 
     def _open_data(self):
-        from ..data import FaceRecordDataset, FaceTransform, load_bin
+        from ..data import FaceRecordDataset, FaceTransform, load_bin, read_dataset_info
 
         cfg = self.config
         if cfg.data_dir is None:
-            from ..data import demo_data_dir
-
-            data_dir = demo_data_dir()
+            data_dir = self._glyph_data()
         else:
             data_dir = os.path.abspath(os.path.expanduser(cfg.data_dir))
         if not os.path.isdir(data_dir):
@@ -234,6 +236,8 @@ class FaceTrainer:
             raise ConfigError(f"data_dir {data_dir} has no train.rec (expected insightface's "
                               "layout: train.rec, train.idx, property, *.bin)")
         self.data_dir = data_dir
+        self._resolve_from_data(read_dataset_info(data_dir))
+        cfg = self.config
         self.dataset = FaceRecordDataset(rec)
         self.num_classes = int(self.dataset.num_classes)
         data_size = tuple(int(s) for s in self.dataset.image_size)
@@ -251,10 +255,58 @@ class FaceTrainer:
             for name, path in find_val_targets(data_dir, cfg.val_targets):
                 images, issame = load_bin(path, image_size=self.image_size)
                 self.val_sets[name] = (images, issame)
+        self.identification = None
+        if self.is_writer and cfg.val_identification not in (None, "none"):
+            self.identification = _load_identification(cfg.val_identification,
+                                                       self.image_size)
         if cfg.best_target is not None and self.is_writer \
                 and cfg.best_target not in self.val_sets:
             raise ConfigError(f"best_target {cfg.best_target!r} is not a verification set "
                               f"of this run ({', '.join(self.val_sets) or 'none'})")
+
+    def _glyph_data(self):
+        """The built-in glyph identities, built (with a log line and a bar) on first use."""
+        from ..data import glyph_data_dir
+        from ..data._cache import cache_root
+        from ..data.glyphs import GLYPHS_VERSION, verify_glyph_data
+
+        folder = os.path.join(cache_root(), GLYPHS_VERSION)
+        if verify_glyph_data(folder) is None:
+            return folder
+        self.log.info("building the glyph identities in %s (first use: about half a minute)",
+                      folder)
+
+        def progress(items, total):
+            bar = self.progress(total=total, desc="glyph identities") if self.progress else None
+            for item in items:
+                yield item
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+
+        return glyph_data_dir(progress=progress)
+
+    def _resolve_from_data(self, info):
+        """Fill the settings the data folder decides (``dataset.json``) into the config.
+
+        ``flip`` and ``flip_test`` left unset follow the data (true for faces, false
+        for data that is not mirror-symmetric); ``val_identification`` left unset is
+        the folder's open-set identification ``.rec``, if it names one.  The resolved
+        values are what ``config.yaml`` and the checkpoints record.
+        """
+        cfg = self.config
+        changes = {}
+        for key in ("flip", "flip_test"):
+            if getattr(cfg, key) is None:
+                changes[key] = bool(info.get(key, True))
+        ident = cfg.val_identification
+        if ident is None and info.get("identification"):
+            ident = os.path.join(self.data_dir, *str(info["identification"]).split("/"))
+        if ident is not None and ident.lower() == "none":
+            ident = "none"
+        changes["val_identification"] = ident
+        self.config = cfg.replace(**changes)
 
     def _model_spec(self):
         cfg = self.config
@@ -265,6 +317,8 @@ class FaceTrainer:
         kwargs.update(cfg.model_kwargs)
         head_kwargs = {k: getattr(cfg, k) for k in _HEAD_MARGIN_KEYS
                        if getattr(cfg, k) is not None}
+        if "margin_s" not in head_keywords(cfg.loss):
+            head_kwargs.pop("margin_s", None)  # documented: heads without a fixed scale
         head_kwargs.update(cfg.head_kwargs)
         return {"name": cfg.network, "kwargs": kwargs}, {"name": cfg.loss, "kwargs": head_kwargs}
 
@@ -306,6 +360,9 @@ class FaceTrainer:
                 self.head.hybridize(static_alloc=True, static_shape=True)
             self.loss_fn.hybridize()
         self.train_backbone = self._build_train_graph()
+        self._draws_random = any(isinstance(b, gluon.nn.Dropout)
+                                 for net in (self.backbone, self.head)
+                                 if isinstance(net, gluon.Block) for b in _walk(net))
 
     def _build_parallel_head(self):
         from ..parallel import get_parallel_head
@@ -359,7 +416,9 @@ class FaceTrainer:
         from .amp import low_precision_backbone
 
         cfg = self.config
-        if self.amp_dtype is None and not (cfg.hybridize and cfg.split_prelu):
+        if self.amp_dtype is None and not (cfg.hybridize and cfg.split_prelu
+                                           and _has_prelu(self.backbone)):
+            # Nothing to split: the rewritten graph of a ReLU network is only slower.
             return self.backbone
         per_device = cfg.batch_size // len(self.ctx)
         example = np.zeros((per_device, 3) + tuple(self.image_size), ctx=self.ctx[0])
@@ -494,7 +553,7 @@ class FaceTrainer:
                     "dtype": self.amp_dtype,
                     "loss_scaler": None if self.loss_scaler is None
                     else self.loss_scaler.state_dict()},
-                "verification": {k: v["flip"].as_dict() if hasattr(v["flip"], "as_dict")
+                "verification": {k: v["score"].as_dict() if hasattr(v["score"], "as_dict")
                                  else None for k, v in self.last_results.items()}}
 
     def _best_target(self):
@@ -557,7 +616,8 @@ class FaceTrainer:
         from mxnet import autograd
         from mxnet.gluon.utils import split_and_load
 
-        mx.random.seed(self._step_seed())
+        if self._draws_random:
+            mx.random.seed(self._step_seed())
         xs = split_and_load(data, self.ctx, even_split=True)
         ys = split_and_load(label, self.ctx, even_split=True)
         scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
@@ -639,40 +699,111 @@ class FaceTrainer:
         return step // self.steps_per_epoch + 1
 
     def evaluate(self):
-        """Verification on every ``.bin`` set: name -> evaluate_bin result dict."""
+        """Verification on every ``.bin`` set: name -> evaluate_bin result dict.
+
+        With an identification set (``val_identification``) its open-set metrics
+        go to ``last_identification``.  Every distinct image is embedded once per
+        round: the pair sets and the identification images share one cache.
+        """
         from .embed import evaluate_bin
 
         results = {}
-        if self.val_sets:
+        if self.val_sets or self.identification is not None:
             self._check_weights_finite()
+        embedder = self._embedder()
+        cache = {}
+        self.last_identification = None
+        if self.identification is not None:
+            self.last_identification = self._evaluate_identification(embedder, cache)
+        per_image = 2 if self.config.flip_test else 1
         for name, (images, issame) in self.val_sets.items():
             bar = None
             if self.progress is not None:
-                bar = self.progress(total=4 * len(issame), desc=f"verify {name}")
+                bar = self.progress(total=2 * per_image * len(issame), desc=f"verify {name}")
+            with self._finite_embeddings(name):
+                try:
+                    res = evaluate_bin(embedder, images, issame, ctx_list=self._eval_ctx,
+                                       batch_size=self.config.eval_batch_size,
+                                       progress=bar.update if bar is not None else None,
+                                       flip_test=self.config.flip_test, cache=cache)
+                finally:
+                    if bar is not None:
+                        bar.close()
+            results[name] = res
+            score = res["score"]
+            extra = f"no flip {res['noflip'].accuracy:.4f}" if res["flip_test"] else \
+                "no flip test"
+            self.log.info("verify %s (%d pairs): accuracy %.4f +- %.4f (%s), "
+                          "VAL %.4f @ FAR %.4f, AUC %.4f", name, res["pairs"], score.accuracy,
+                          score.accuracy_std, extra, score.val, score.far, score.auc)
+        if self.last_identification is not None:
+            self._log_identification(self.last_identification)
+        self.last_results = results
+        return results
+
+    def _embedder(self):
+        """The block verification embeds with, and ``self._eval_ctx``, its devices.
+
+        On one CPU context of a hybridized run: a fused inference copy of the
+        backbone (BatchNorm folded, oneDNN fusion; the same embeddings to float32
+        rounding, made afresh each round from the current weights).  Otherwise the
+        backbone itself on every context.
+        """
+        from mxnet import np
+
+        from ..inference import prepare_embedder
+
+        cfg = self.config
+        self._eval_ctx = self.ctx
+        if not (cfg.hybridize and len(self.ctx) == 1 and self.ctx[0].device_type == "cpu"):
+            return self.backbone
+        example = np.zeros((cfg.eval_batch_size, 3) + tuple(self.image_size), ctx=self.ctx[0])
+        return prepare_embedder(self.backbone, example, mode="fused")
+
+    @contextlib.contextmanager
+    def _finite_embeddings(self, name):
+        """Turn the evaluation's "not finite" error into :class:`TrainingDiverged`."""
+        try:
+            yield
+        except ValueError as err:
+            if "NaN" not in str(err) and "infinite" not in str(err):
+                raise
+            last = self._out("checkpoints", "last")
+            kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
+                "no checkpoint was saved yet"
+            raise TrainingDiverged(
+                f"the embeddings of {name} are not finite after step {self.step} (epoch "
+                f"{self.epoch_of(self.step - 1)}); not saved; {kept}. Try a lower --lr "
+                "or a longer --warmup-epochs") from None
+
+    def _evaluate_identification(self, embedder, cache):
+        """All-pairs TAR at FAR and 1:N identification on the open-set ``.rec``."""
+        from .embed import evaluate_identities
+
+        path, images, labels = self.identification
+        bar = None
+        if self.progress is not None:
+            bar = self.progress(total=len(images) * (2 if self.config.flip_test else 1),
+                                desc="identify")
+        with self._finite_embeddings(os.path.basename(path)):
             try:
-                res = evaluate_bin(self.backbone, images, issame, ctx_list=self.ctx,
-                                   batch_size=self.config.eval_batch_size,
-                                   progress=bar.update if bar is not None else None)
-            except ValueError as err:
-                if "NaN" not in str(err) and "infinite" not in str(err):
-                    raise
-                last = self._out("checkpoints", "last")
-                kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
-                    "no checkpoint was saved yet"
-                raise TrainingDiverged(
-                    f"the embeddings of {name} are not finite after step {self.step} (epoch "
-                    f"{self.epoch_of(self.step - 1)}); not saved; {kept}. Try a lower --lr "
-                    "or a longer --warmup-epochs") from None
+                res = evaluate_identities(embedder, images, labels, ctx_list=self._eval_ctx,
+                                          batch_size=self.config.eval_batch_size,
+                                          flip_test=self.config.flip_test, cache=cache,
+                                          progress=bar.update if bar is not None else None)
             finally:
                 if bar is not None:
                     bar.close()
-            results[name] = res
-            flip, noflip = res["flip"], res["noflip"]
-            self.log.info("verify %s (%d pairs): accuracy %.4f +- %.4f (no flip %.4f), "
-                          "VAL %.4f @ FAR %.4f, AUC %.4f", name, res["pairs"], flip.accuracy,
-                          flip.accuracy_std, noflip.accuracy, flip.val, flip.far, flip.auc)
-        self.last_results = results
-        return results
+        res["path"] = path
+        return res
+
+    def _log_identification(self, res):
+        pairs, ident = res["all_pairs"], res["identification"]
+        self.log.info("open set %s (%d images, %d identities): TAR %.4f @ FAR 1e-3 over %d "
+                      "pairs, rank-1 %.4f, rank-5 %.4f, TPIR %.4f @ FPIR 1e-2",
+                      res["path"], res["images"], res["identities"], pairs.tar_at_far[1e-3],
+                      pairs.num_genuine + pairs.num_impostor, ident.rank[1], ident.rank[5],
+                      ident.tpir_at_fpir.get(1e-2, float("nan")))
 
     def _record(self, row):
         self.history.append(row)
@@ -683,14 +814,18 @@ class FaceTrainer:
         results = self.evaluate() if self.val_sets else {}
         row = {"step": self.step, "epoch": self.step / self.steps_per_epoch}
         for name, res in results.items():
-            row[f"{name}_acc"] = res["flip"].accuracy
+            row[f"{name}_acc"] = res["score"].accuracy
             row[f"{name}_acc_noflip"] = res["noflip"].accuracy
-        if results:
+        if self.last_identification is not None:
+            pairs = self.last_identification["all_pairs"]
+            row["open_tar_far1e-3"] = pairs.tar_at_far[1e-3]
+            row["open_rank1"] = self.last_identification["identification"].rank[1]
+        if len(row) > 2:
             self._record(row)
         improved = False
         target = self._best_target()
         if target in results:
-            score = results[target]["flip"].accuracy
+            score = results[target]["score"].accuracy
             if self.best_score is None or score > self.best_score:
                 self.best_score, improved = score, True
         if self.is_writer:
@@ -710,7 +845,7 @@ class FaceTrainer:
                 plot_curves(_columns(self.history), path=self._out("curves.png"),
                             title=f"{self.config.network} + {self.config.loss}")
             if results:
-                plot_roc({k: v["flip"] for k, v in results.items()}, path=self._out("roc.png"),
+                plot_roc({k: v["score"] for k, v in results.items()}, path=self._out("roc.png"),
                          title=f"ROC at step {self.step}")
         except (ValueError, OSError) as err:  # a figure never stops training
             self.log.warning("could not draw the plots: %s", err)
@@ -771,9 +906,12 @@ class FaceTrainer:
                                            seed=cfg.seed, flip=cfg.flip,
                                            start=self.step - epoch * spe,
                                            part=self.rank, num_parts=self.num_workers)
+                    # num_workers=0: decode in one background thread, overlapped with
+                    # the step (the decoders release the GIL); else worker processes
                     loader = gluon.data.DataLoader(dataset, batch_sampler=sampler,
                                                    batchify_fn=_batchify,
-                                                   num_workers=cfg.num_workers)
+                                                   num_workers=cfg.num_workers or 1,
+                                                   thread_pool=not cfg.num_workers)
                     for data, label in loader:
                         loss = self.train_step(data, label)
                         first_loss = loss if first_loss is None else first_loss
@@ -821,11 +959,36 @@ class FaceTrainer:
             "status": status, "step": self.step, "epoch": self.step / spe,
             "first_loss": first_loss, "last_loss": last_loss,
             "best_score": self.best_score, "best_target": self._best_target(),
-            "verification": {k: v["flip"].accuracy for k, v in self.last_results.items()},
+            "verification": {k: v["score"].accuracy for k, v in self.last_results.items()},
+            "identification": None if self.last_identification is None else {
+                "tar_at_far": dict(self.last_identification["all_pairs"].tar_at_far),
+                "rank1": self.last_identification["identification"].rank[1],
+                "rank5": self.last_identification["identification"].rank[5]},
             "seconds": time.time() - started, "output": os.path.abspath(cfg.output),
             "checkpoint": self._out("checkpoints", "last") if self.is_writer else None,
         }
         return summary
+
+
+def _load_identification(path, image_size):
+    """``(path, images (N, H, W, 3) uint8, labels (N,))`` of an identification ``.rec``."""
+    from ..data import FaceRecordDataset
+    from ..data._image import resize_image
+
+    if not os.path.exists(path):
+        raise ConfigError(f"val_identification {path}: no such file or folder")
+    dataset = FaceRecordDataset(path)
+    rec = dataset.rec_path
+    images, labels = [], []
+    for i in range(len(dataset)):
+        image, label = dataset[i]
+        if image.shape[:2] != tuple(image_size):
+            image = resize_image(image, tuple(image_size))
+        images.append(image)
+        labels.append(label)
+    if not images:
+        raise ConfigError(f"val_identification {rec}: no images")
+    return rec, onp.stack(images), onp.asarray(labels, dtype=onp.int64)
 
 
 def _wait_all():
@@ -843,6 +1006,12 @@ def train(config, log=None, progress=None):
 
 
 # ----------------------------------------------------------------------------- utilities
+def _has_prelu(block):
+    from mxnet.gluon import nn
+
+    return any(isinstance(b, nn.PReLU) for b in _walk(block))
+
+
 def _walk(block):
     yield block
     for child in block._children.values():

@@ -291,3 +291,119 @@ def test_export_onnx_bad_inputs(checkpoint, tmp_path, capsys):
     assert export_tool.main([checkpoint, str(out), "--atol", "-1"]) == 1
     one_line_error(capsys, "export_onnx", "onnxruntime differs")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- flip test, pixels, 1:N
+def _labelled_images(rng, classes=6, per_class=4):
+    """Images whose identity shows in their pixels: a class pattern plus noise."""
+    patterns = rng.randint(0, 256, size=(classes, SIZE, SIZE, 3))
+    images, labels = [], []
+    for c in range(classes):
+        for _ in range(per_class):
+            noise = rng.randint(-40, 41, size=(SIZE, SIZE, 3))
+            images.append(onp.clip(patterns[c] + noise, 0, 255).astype(onp.uint8))
+            labels.append(c)
+    return onp.stack(images), onp.array(labels)
+
+
+@pytest.fixture(scope="module")
+def glyph_like(tmp_path_factory):
+    """A data folder that says it is not mirror-symmetric, with an identification .rec."""
+    rng = onp.random.RandomState(3)
+    folder = tmp_path_factory.mktemp("asym")
+    images, labels = _labelled_images(rng)
+    issame = [True, False] * 6
+    pairs = []
+    for i, same in enumerate(issame):
+        a = onp.flatnonzero(labels == i % 6)
+        b = a if same else onp.flatnonzero(labels == (i + 1) % 6)
+        pairs += [images[a[0]], images[b[1]]]
+    write_bin(str(folder / "open_set.bin"), onp.stack(pairs), issame, fmt="png")
+    (folder / "open_set").mkdir()
+    write_face_rec(str(folder / "open_set" / "open_set"),
+                   [(int(c), _png(im)) for im, c in zip(images, labels)], (SIZE, SIZE),
+                   names=[f"id{c}" for c in range(6)])
+    (folder / "dataset.json").write_text(json.dumps(
+        {"flip": False, "flip_test": False, "identification": "open_set/open_set.rec"}))
+    return folder, images, labels
+
+
+def _png(image):
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_evaluate_flip_test_follows_dataset_json(checkpoint, glyph_like, tmp_path, capsys):
+    folder = glyph_like[0]
+    out = tmp_path / "r.json"
+    assert evaluate.main([checkpoint, "--data-dir", str(folder), "--no-progress",
+                          "--identify", "none", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "no flip test" in captured.err and "dataset.json" in captured.err
+    row = json.loads(out.read_text())["results"][0]
+    net, _, _ = load_model(checkpoint)
+    images, issame = load_bin(str(folder / "open_set.bin"))
+    want = evaluate_bin(net, images, issame, transform=FaceTransform(flip=False),
+                        flip_test=False)
+    assert want["flip"] is None and want["score"] is want["noflip"]
+    assert row["flip_test"] is False and row["accuracy_flip"] is None
+    assert row["accuracy"] == pytest.approx(want["noflip"].accuracy)
+    # --flip-test on overrides the data's own setting
+    assert evaluate.main([checkpoint, "--bin", str(folder / "open_set.bin"), "--no-progress",
+                          "--flip-test", "on", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["results"][0]
+    with_flip = evaluate_bin(net, images, issame, transform=FaceTransform(flip=False))
+    assert row["flip_test"] is True
+    assert row["accuracy"] == pytest.approx(with_flip["flip"].accuracy)
+
+
+def test_evaluate_raw_pixels_mode(checkpoint, glyph_like, tmp_path):
+    """--embed-mode pixels: the centred pixels scored by the same protocol (naive check)."""
+    from gluon_face.evaluation import verification_accuracy
+
+    folder = glyph_like[0]
+    out = tmp_path / "r.json"
+    assert evaluate.main([checkpoint, "--bin", str(folder / "open_set.bin"), "--no-progress",
+                          "--embed-mode", "block,pixels", "--json", str(out)]) == 0
+    rows = {r["embed_mode"]: r for r in json.loads(out.read_text())["results"]}
+    images, issame = load_bin(str(folder / "open_set.bin"))
+    x = [[(float(v) - 127.5) / 128 for v in im.transpose(2, 0, 1).ravel()] for im in images]
+    x = [[v - sum(row) / len(row) for v in row] for row in x]
+    want = verification_accuracy(onp.array(x), issame)
+    assert rows["pixels"]["accuracy"] == pytest.approx(want.accuracy)
+    assert rows["pixels"]["auc"] == pytest.approx(want.auc)
+
+
+def test_evaluate_identify(checkpoint, glyph_like, tmp_path, capsys):
+    from gluon_face.evaluation import (
+        all_pairs_verification,
+        identification,
+        split_gallery_probes,
+    )
+
+    folder, images, labels = glyph_like
+    out = tmp_path / "r.json"
+    assert evaluate.main([checkpoint, "--data-dir", str(folder), "--no-progress",
+                          "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "TAR@FAR=1e-3" in text and "rank-1" in text
+    row = json.loads(out.read_text())["identification"][0]
+    assert row["images"] == len(images) and row["identities"] == 6
+    # the same numbers from embeddings computed here, without the mirror (dataset.json)
+    net, _, _ = load_model(checkpoint)
+    emb = extract_embeddings(net, images, transform=FaceTransform(flip=False))
+    pairs = all_pairs_verification(emb, labels)
+    gallery, probes = split_gallery_probes(labels)
+    ident = identification(emb[gallery], labels[gallery], emb[probes], labels[probes])
+    assert row["tar_at_far"]["0.001"] == pytest.approx(pairs.tar_at_far[1e-3])
+    assert row["rank1"] == pytest.approx(ident.rank[1])
+    assert row["pairs"] == len(images) * (len(images) - 1) // 2
+    onp.testing.assert_allclose(row["roc"]["tar"], pairs.tar)
+    onp.testing.assert_allclose(row["cmc"], ident.cmc)
+
+
+def test_evaluate_identify_missing(checkpoint, glyph_like, tmp_path, capsys):
+    assert evaluate.main([checkpoint, "--bin", str(glyph_like[0] / "open_set.bin"),
+                          "--identify", str(tmp_path / "nothing")]) == 1
+    one_line_error(capsys, "evaluate", "--identify", "nothing")

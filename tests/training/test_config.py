@@ -95,7 +95,7 @@ def test_network_flag_alone_gives_the_full_width_network():
     # so choosing another network does not silently keep the demo's widths
     cfg = _parse(["--network", "faceresnet50"])
     assert cfg.network == "faceresnet50" and cfg.model_kwargs == {}
-    assert TrainConfig().network == "faceresnet18-demo"
+    assert TrainConfig().network == "faceresnet10-demo"
 
 
 def test_unknown_preset_lists_presets():

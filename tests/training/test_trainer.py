@@ -178,3 +178,70 @@ def test_find_val_targets_order_and_names(tmp_path):
         ("zeta", str(tmp_path / "zeta.bin")), ("elsewhere", str(other))]
     with pytest.raises(ConfigError, match="lfw, cfp_fp|agedb_30"):
         find_val_targets(str(tmp_path), ["calfw"])
+
+
+def _asymmetric_data(folder):
+    """The tiny set, declared not mirror-symmetric, with an identification .rec."""
+    import json
+
+    from gluon_face.data import write_face_rec
+
+    from .conftest import PER_CLASS, _image, _png, make_tiny_data
+
+    make_tiny_data(str(folder))
+    rng = onp.random.default_rng(7)
+    os.makedirs(folder / "unseen")
+    write_face_rec(str(folder / "unseen" / "ids"),
+                   [(c, _png(_image(c, rng))) for c in range(4) for _ in range(PER_CLASS // 2)],
+                   (16, 16), names=["a", "b", "c", "d"])
+    (folder / "dataset.json").write_text(json.dumps(
+        {"flip": False, "flip_test": False, "identification": "unseen/ids.rec"}))
+    return folder
+
+
+def test_data_folder_decides_flips_and_open_set_metrics(make_config, tmp_path):
+    """dataset.json turns the mirror off in training and verification, and names the
+    identification set whose TAR@FAR and rank-1 each verification reports."""
+    import yaml
+
+    from gluon_face.evaluation import all_pairs_verification
+    from gluon_face.training.embed import extract_embeddings
+
+    folder = _asymmetric_data(tmp_path / "data")
+    out = tmp_path / "run"
+    trainer = FaceTrainer(make_config(data_dir=str(folder), output=str(out), epochs=1,
+                                      hybridize=True))
+    cfg = trainer.config
+    assert cfg.flip is False and cfg.flip_test is False
+    assert cfg.val_identification == str(folder / "unseen" / "ids.rec")
+    summary = trainer.fit()
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["flip"] is False and saved["flip_test"] is False
+    res = trainer.last_results["val"]
+    assert res["flip"] is None and res["score"] is res["noflip"]
+    # the reported open-set figures are those of the backbone's own embeddings
+    path, images, labels = trainer.identification
+    emb = extract_embeddings(trainer.backbone, images, ctx_list=trainer.ctx)
+    want = all_pairs_verification(emb, labels)
+    got = trainer.last_identification["all_pairs"]
+    assert got.tar_at_far[1e-3] == pytest.approx(want.tar_at_far[1e-3], abs=1e-6)
+    assert summary["identification"]["tar_at_far"][1e-3] == got.tar_at_far[1e-3]
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"open_tar_far1e-3", "open_rank1", "val_acc"} <= set(header)
+    # flags still win over the data folder, and 'none' turns identification off
+    trainer = FaceTrainer(make_config(data_dir=str(folder), output=str(tmp_path / "r2"),
+                                      flip=True, flip_test=True, val_identification="none"))
+    assert trainer.config.flip is True and trainer.config.flip_test is True
+    assert trainer.identification is None
+    # a folder without dataset.json is faces: both mirrors on, nothing to identify
+    trainer = FaceTrainer(make_config(output=str(tmp_path / "r3")))
+    assert trainer.config.flip is True and trainer.config.flip_test is True
+    assert trainer.identification is None
+
+
+def test_margin_scale_is_ignored_by_heads_without_one(make_config):
+    """The default job sets margin_s; --loss softmax (no fixed scale) must still build."""
+    trainer = FaceTrainer(make_config(loss="softmax", margin_s=16.0))
+    assert "margin_s" not in trainer.head_spec["kwargs"]
+    trainer = FaceTrainer(make_config(loss="normface", margin_s=16.0))
+    assert trainer.head_spec["kwargs"] == {"margin_s": 16.0}
