@@ -461,6 +461,12 @@ def main(argv=None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s launch.py %(message)s", datefmt="%H:%M:%S",
                             level=logging.INFO, stream=sys.stderr)
+    # Ctrl-C must stop the job even when this process was started with SIGINT ignored
+    # (a background job of a non-interactive shell, as in many CI scripts): Python only
+    # turns SIGINT into KeyboardInterrupt when the inherited disposition is the default.
+    # train.py installs its own handler for the same reason.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run(args)
     except LaunchError as err:

@@ -226,15 +226,20 @@ def test_failing_worker_stops_the_waiting_scheduler(tmp_path):
     assert _leftovers(token) == []
 
 
-def test_ctrl_c_stops_every_process(tmp_path):
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_stops_every_process(tmp_path, inherited):
+    """Ctrl-C stops the job, also when the launcher inherits SIGINT ignored (a background
+    job of a non-interactive shell, e.g. a CI script)."""
     token = uuid.uuid4().hex
     script = tmp_path / f"sleep_{token}.py"
     ready = tmp_path / "worker_ready"
     script.write_text(f"import time\nimport mxnet\nopen({str(ready)!r}, 'w').close()\n"
                       "time.sleep(120)\n")
+    disposition = signal.SIG_DFL if inherited == "default" else signal.SIG_IGN
     proc = subprocess.Popen([sys.executable, LAUNCH, "-n", "1", sys.executable, str(script)],
                             env=_base_env(), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not ready.exists():  # the worker imported mxnet
