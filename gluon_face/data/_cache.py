@@ -18,6 +18,8 @@ import os
 import shutil
 import tempfile
 
+from .._io import make_temp_dir
+
 STAMP = "stamp.json"
 
 
@@ -106,10 +108,9 @@ def cached_build(version, build, verify, cache_dir=None, rebuild=False):
     if not rebuild and os.path.isdir(target) and verify(target) is None:
         return target
     os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + version + ".build.", dir=root)
+    tmp = make_temp_dir(root, "." + version + ".build.")
     try:
         build(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shareable
         if os.path.lexists(target):
             # Move the bad copy aside first: rename cannot replace a non-empty folder.
             trash = tempfile.mkdtemp(prefix="." + version + ".old.", dir=root)

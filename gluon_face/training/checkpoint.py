@@ -31,9 +31,10 @@ No random state needs saving: data order and flips are functions of
 import json
 import os
 import shutil
-import tempfile
 
 from mxnet.util import use_np
+
+from .._io import make_temp_dir
 
 __all__ = ["save_checkpoint", "load_params", "load_checkpoint_state", "load_model",
            "resolve_checkpoint", "check_compatible", "build_backbone", "copy_checkpoint",
@@ -119,8 +120,7 @@ def _write_folder(folder, writers):
     folder = os.path.abspath(folder)
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(folder) + ".", suffix=".tmp",
-                           dir=parent)
+    tmp = make_temp_dir(parent, "." + os.path.basename(folder) + ".")
     try:
         for name, write in writers.items():
             write(os.path.join(tmp, name))
