@@ -23,7 +23,19 @@ on a GPU).  :data:`AVAILABLE` says whether the kernels can run.
 Kernel calls hold a lock: numba's default threading layer must not be
 entered from two threads at once, and MXNet runs custom operators of
 different devices (``cpu:0``, ``cpu:1``) on several threads.
+
+Custom operators run on MXNet's own worker threads, which its exit hook
+(``MXNotifyShutdown``) stops before it waits for the engine.  A custom operator
+still queued at that moment never runs: the wait then never ends (a hang at
+exit), or a worker thread is destroyed while still joinable (``terminate called
+without an active exception``, exit 134).  Both happen when a program leaves
+right after queueing a head's forward pass, e.g. on an error raised before its
+first result was read.  :func:`_drain_engine` runs first at exit (``atexit``
+calls its hooks in reverse order of registration, and MXNet registered its own
+when it was imported above) and lets all queued work finish while the custom
+operators still can run.
 """
+import atexit
 import contextlib
 import ctypes
 import math
@@ -38,6 +50,14 @@ try:
     import numba
 except ImportError:  # pragma: no cover - numba is part of the cpu extra
     numba = None
+
+def _drain_engine():
+    """Wait for all queued MXNet work, before MXNet's own exit hook stops custom operators."""
+    with contextlib.suppress(Exception):  # an operator's error was the program's to read
+        mx.nd.waitall()
+
+
+atexit.register(_drain_engine)
 
 #: Whether the numba kernels are used for float32 CPU arrays.
 AVAILABLE = numba is not None
