@@ -18,3 +18,23 @@ except AttributeError as err:  # np.bool and friends, removed in numpy 1.24
     raise ImportError(
         "MXNet 1.9.1 cannot import with numpy %s (%s): pip install 'numpy<1.24'"
         % (numpy.__version__, err)) from None
+
+
+def error_message(err):
+    """The one informative line of an exception, for MXNet's multi-line errors too.
+
+    ``MXNetError`` text starts with ``Traceback (most recent call last):`` and C++
+    frame lines; its message is the line after ``MXNetError:`` (without the
+    ``Check failed: <expression>:`` prefix when a reason follows it).
+    """
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("MXNetError:"):
+            message = line[len("MXNetError:"):].strip()
+            if message.startswith("Check failed:") and ": " in message[len("Check failed:"):]:
+                reason = message.rsplit(": ", 1)[1].strip()
+                message = reason or message
+            return message
+    useful = [line for line in lines if not line.startswith(("Traceback (most recent call",
+                                                               "File ", "[bt]"))]
+    return useful[0] if useful else type(err).__name__

@@ -53,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     parser = _Parser(
-        prog=PROG, description="Launch a distributed MXNet job (scheduler, servers and "
+        prog=PROG, allow_abbrev=False, description="Launch a distributed MXNet job (scheduler, servers and "
         "workers) on this machine or on the hosts of a hosts file over ssh.",
         epilog="Example: launch.py -n 2 -H hosts --sync-dst-dir /tmp/gluon_face python "
         "tools/train.py --kvstore dist_sync")

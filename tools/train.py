@@ -8,8 +8,14 @@ identification.
 ``--config FILE_OR_PRESET`` replaces the defaults, flags override both; every
 flag is a key of :class:`gluon_face.training.TrainConfig`.
 
-Exit codes: 0 done, 2 bad arguments or data, 3 the loss diverged,
-130 interrupted with Ctrl-C (a checkpoint was saved: continue with --resume).
+Exit codes: 0 done, 2 bad arguments, data or checkpoint, 3 the loss diverged,
+130 interrupted with Ctrl-C, 143 stopped by SIGTERM (in both cases after the
+current step, with a checkpoint saved: continue with --resume; a second signal
+stops at once, keeping the last checkpoint).
+
+A run is never overwritten: an --output folder that already holds one is
+refused (continue it with --resume, replace it with --overwrite), except the
+default runs/default, which moves on to runs/default-2, -3, ...
 
 Several machines (parameter-server kvstore), e.g. 2 workers and 2 servers on the
 hosts of an ssh hosts file, with this repository's launcher (MXNet's command line;
@@ -24,7 +30,9 @@ it on this machine (127.0.0.1).
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -62,11 +70,26 @@ def build_parser():
     from gluon_face.training.config import add_arguments
 
     parser = argparse.ArgumentParser(
-        prog="train.py", description="Train a backbone + margin head on insightface-format "
-        "data (default: the built-in glyph identities). Every flag is a TrainConfig key.")
+        prog="train.py", allow_abbrev=False,
+        description="Train a backbone + margin head on insightface-format data (default: the "
+        "built-in glyph identities). Every flag is a TrainConfig key.")
     add_arguments(parser)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a run already in --output (default: refuse, or the "
+                        "next free name for the default output)")
+    parser.add_argument("--upgrade-checkpoint", action="store_true",
+                        help="with --resume: convert a checkpoint of the older layout, whose "
+                        "optimizer state is a pickle (this unpickles it: trusted sources only)")
     parser.add_argument("-v", "--debug", action="count", default=0, help="more log output")
     return parser
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (which handles it itself)."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
 
 
 def main(argv=None) -> int:
@@ -76,9 +99,25 @@ def main(argv=None) -> int:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    debug = args.debug
-    del args.debug
+    debug, overwrite, upgrade = args.debug, args.overwrite, args.upgrade_checkpoint
+    del args.debug, args.overwrite, args.upgrade_checkpoint
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(args, debug, overwrite, upgrade)
+    except _Terminated:
+        print("train.py: error: stopped by SIGTERM", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("train.py: error: interrupted (the last saved checkpoint is kept)",
+              file=sys.stderr)
+        return 130
 
+
+def _run(args, debug, overwrite, upgrade):
+    import mxnet as mx
+
+    from gluon_face._mxnet import error_message
     from gluon_face.data import RecordFormatError
     from gluon_face.training import (
         CheckpointError,
@@ -95,19 +134,28 @@ def main(argv=None) -> int:
         return 2
     logger = _configure_logging(debug)
     log = logging.getLogger("gluon_face.training")
+    bad_input = (ConfigError, CheckpointError, RecordFormatError, ValueError, OSError,
+                 mx.base.MXNetError)
     try:
-        trainer = FaceTrainer(config, log=log, progress=_progress_factory())
-    except (ConfigError, CheckpointError, RecordFormatError, ValueError, OSError) as err:
-        print(f"train.py: error: {_one_line(err)}", file=sys.stderr)
+        trainer = FaceTrainer(config, log=log, progress=_progress_factory(),
+                              overwrite=overwrite, upgrade_checkpoint=upgrade)
+    except bad_input as err:
+        print(f"train.py: error: {error_message(err)}", file=sys.stderr)
         return 2
-    file_handler = _add_file_log(logger, os.path.join(config.output, "train.log")) \
-        if trainer.is_writer else None
+    file_handler = None
     try:
+        trainer.prepare_output()
+        if trainer.is_writer:
+            file_handler = _add_file_log(logger, os.path.join(trainer.config.output,
+                                                              "train.log"))
         summary = trainer.fit()
     except TrainingDiverged as err:
         log.error("%s", err)
         print(f"train.py: error: {err}", file=sys.stderr)
         return 3
+    except bad_input as err:
+        print(f"train.py: error: {error_message(err)}", file=sys.stderr)
+        return 2
     finally:
         if file_handler is not None:
             logger.removeHandler(file_handler)
@@ -131,12 +179,7 @@ def main(argv=None) -> int:
         print(f"best {summary['best_target']}: {summary['best_score']:.4f}")
     print(f"outputs in {summary['output']} (checkpoints/last, checkpoints/best, metrics.csv, "
           "curves.png, roc.png, config.yaml, train.log)")
-    return 130 if summary["status"] == "interrupted" else 0
-
-
-def _one_line(err):
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
+    return {"interrupted": 130, "terminated": 143}.get(summary["status"], 0)
 
 
 if __name__ == "__main__":

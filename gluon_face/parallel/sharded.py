@@ -8,6 +8,7 @@ from mxnet import autograd, np, npx
 from mxnet.util import use_np
 
 from .._io import atomic_path
+from .._mxnet import error_message
 from ..heads import ArcMarginBlock
 from ..heads._utils import check_positive_int, check_real, l2_normalize
 from ..heads.margin import preset_kwargs
@@ -571,7 +572,8 @@ class ShardedMarginHead:
             arrays = mx.nd.load(path)
             meta = json.load(io.BytesIO(arrays["meta"].asnumpy().astype(onp.uint8).tobytes()))
         except (mx.base.MXNetError, KeyError, ValueError, TypeError) as err:
-            raise ValueError(f"{path}: not a head optimizer-state file ({err})") from None
+            raise ValueError(f"{path}: not a head optimizer-state file "
+                             f"({error_message(err)})") from None
         if (meta["num_classes"], meta["emb_size"]) != (self.num_classes, self.emb_size):
             raise ValueError(f"{path}: states of a {meta['num_classes']}x{meta['emb_size']} "
                              f"head, this one is {self.num_classes}x{self.emb_size}")

@@ -9,14 +9,23 @@ verification score improves)::
                       fc7_weight, the key of a single-device ArcMarginBlock
     head.states       only with a model-parallel head: its own optimizer state
                       (momentum / moments, update counts) and the Partial FC
-                      sampler's generator state
+                      sampler's generator state (an MXNet array file)
     center.params     center-loss centres (only with --center-loss-weight > 0)
-    trainer.states    optimizer state: momentum / Adam moments, the update
-                      counter num_update (= the schedule position) and the schedule
+    optimizer.params  the optimizer's state arrays (momentum / Adam moments),
+                      one entry per parameter index and state leaf
+    optimizer.json    optimizer kind, the update counter num_update (= the
+                      schedule position), per-device update counts and the
+                      layout of each parameter's state (which arrays, nested how)
     state.json        epoch, step, best_score, model {name, kwargs}, head {name, kwargs},
                       num_classes, image_size, emb_size, rng; head['parallel']
                       = {'sample_rate': r} marks a model-parallel head
     config.yaml       the resolved TrainConfig of the run
+
+Nothing in a checkpoint is a pickle: ``.params`` and ``.states`` are MXNet array
+files and the rest is JSON or YAML text, so loading one cannot run code.  Folders
+written before this layout hold ``trainer.states``, a pickle of MXNet's
+``Trainer.save_states``; they are refused, naming :func:`upgrade_legacy_states`
+to convert one whose origin is trusted.
 
 A checkpoint is written into a hidden temporary folder beside its destination
 and renamed into place; the previous one is renamed away first and deleted
@@ -34,11 +43,18 @@ import shutil
 
 from mxnet.util import use_np
 
-from .._io import make_temp_dir
+from .._io import TMP_SUFFIX, make_temp_dir
+from .._mxnet import error_message
 
 __all__ = ["save_checkpoint", "load_params", "load_checkpoint_state", "load_model",
            "resolve_checkpoint", "check_compatible", "build_backbone", "copy_checkpoint",
-           "CheckpointError", "STATE_VERSION"]
+           "save_optimizer_states", "load_optimizer_states", "upgrade_legacy_states",
+           "require_files", "CheckpointError", "STATE_VERSION"]
+
+OPTIMIZER_PARAMS = "optimizer.params"
+OPTIMIZER_JSON = "optimizer.json"
+LEGACY_STATES = "trainer.states"
+_OPTIMIZER_FORMAT = "gluon_face optimizer states 1"
 
 STATE_VERSION = 1
 
@@ -78,6 +94,190 @@ def build_backbone(name, **kwargs):
                       **kwargs)
 
 
+def _updaters(trainer):
+    if getattr(trainer, "_update_on_kvstore", False):
+        raise CheckpointError("the optimizer state lives on the kvstore servers "
+                              "(update_on_kvstore, e.g. kvstore dist_async) and cannot be "
+                              "checkpointed")
+    return trainer._updaters
+
+
+def _state_layout(state, key, arrays):
+    """JSON layout of one parameter's optimizer state; its arrays go into ``arrays``."""
+    import mxnet as mx
+
+    if state is None:
+        return None
+    if isinstance(state, (tuple, list)):
+        return {"tuple" if isinstance(state, tuple) else "list":
+                [_state_layout(s, f"{key}.{i}", arrays) for i, s in enumerate(state)]}
+    if isinstance(state, mx.nd.NDArray):
+        numpy_kind = isinstance(state, mx.np.ndarray)
+        arrays[key] = state if numpy_kind else state.as_np_ndarray()
+        return {"array": key, "numpy": numpy_kind}
+    if isinstance(state, (bool, int, float)):
+        return {"value": state}
+    raise CheckpointError(f"cannot save an optimizer state of type {type(state).__name__}")
+
+
+def _state_from_layout(layout, arrays, where):
+
+    if layout is None:
+        return None
+    if not isinstance(layout, dict) or len(layout) not in (1, 2):
+        raise CheckpointError(f"{where}: malformed state layout {layout!r}")
+    if "tuple" in layout or "list" in layout:
+        items = [_state_from_layout(x, arrays, where)
+                 for x in layout.get("tuple", layout.get("list"))]
+        return tuple(items) if "tuple" in layout else items
+    if "array" in layout:
+        if layout["array"] not in arrays:
+            raise CheckpointError(f"{where}: state array {layout['array']!r} is missing")
+        value = arrays[layout["array"]].copy()
+        return value if layout.get("numpy") else value.as_nd_ndarray()
+    if "value" in layout:
+        return layout["value"]
+    raise CheckpointError(f"{where}: malformed state layout {layout!r}")
+
+
+def save_optimizer_states(trainer, folder):
+    """Write ``trainer``'s optimizer state as ``optimizer.params`` + ``optimizer.json``.
+
+    The arrays go through MXNet's array file format and everything else is JSON,
+    so reading them back runs no code (unlike ``Trainer.save_states``, a pickle).
+    """
+    import mxnet as mx
+
+    updater = _updaters(trainer)[0]
+    optimizer = trainer._optimizer
+    arrays, layout = {}, {}
+    for index in sorted(updater.states, key=str):
+        layout[str(index)] = _state_layout(updater.states[index], f"state/{index}", arrays)
+    meta = {"format": _OPTIMIZER_FORMAT, "optimizer": type(optimizer).__name__.lower(),
+            "num_update": int(optimizer.num_update),
+            "begin_num_update": int(optimizer.begin_num_update),
+            "index_update_counts": {str(dev): {str(i): int(n) for i, n in counts.items()}
+                                    for dev, counts in
+                                    optimizer._all_index_update_counts.items()},
+            "index_is_int": all(isinstance(i, int) for i in updater.states),
+            "states": layout}
+    with mx.util.np_array(True), mx.util.np_shape(True):
+        mx.npx.save(os.path.join(folder, OPTIMIZER_PARAMS), arrays)
+    with open(os.path.join(folder, OPTIMIZER_JSON), "w") as f:
+        json.dump(meta, f, indent=1, sort_keys=True)
+
+
+def load_optimizer_states(trainer, folder):
+    """Restore what :func:`save_optimizer_states` wrote into ``trainer`` (same parameters).
+
+    The optimizer's kind must match; its hyper-parameters are this run's.  Each
+    device's updater gets its own copy of the states, moved to the device at its
+    first update.
+
+    Raises
+    ------
+    CheckpointError
+        Files missing, unreadable or of another optimizer or parameter count.
+    """
+    import mxnet as mx
+
+    json_path = os.path.join(folder, OPTIMIZER_JSON)
+    params_path = os.path.join(folder, OPTIMIZER_PARAMS)
+    require_files(folder, [OPTIMIZER_JSON, OPTIMIZER_PARAMS])
+    try:
+        with open(json_path) as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict) or meta.get("format") != _OPTIMIZER_FORMAT:
+            raise ValueError(f"not a {_OPTIMIZER_FORMAT!r} file")
+        layout = meta["states"]
+        counts = meta["index_update_counts"]
+        num_update = int(meta["num_update"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{json_path}: unreadable optimizer state ({error_message(err)})"
+                              ) from None
+    try:
+        with mx.util.np_array(True), mx.util.np_shape(True):
+            arrays = mx.npx.load(params_path)
+    except (OSError, mx.base.MXNetError) as err:
+        raise CheckpointError(f"{params_path}: unreadable optimizer state "
+                              f"({error_message(err)})") from None
+    optimizer = trainer._optimizer
+    kind = type(optimizer).__name__.lower()
+    if meta.get("optimizer") != kind:
+        raise CheckpointError(f"{json_path}: state of optimizer {meta.get('optimizer')!r}, "
+                              f"this run uses {kind!r}")
+    num_params = len(trainer._params)
+
+    def index(key):
+        return int(key) if meta.get("index_is_int", True) else key
+
+    bad = [k for k in layout if meta.get("index_is_int", True)
+           and not (k.lstrip("-").isdigit() and 0 <= int(k) < num_params)]
+    if bad:
+        raise CheckpointError(f"{json_path}: state for parameter {bad[0]} of a model with "
+                              f"{num_params} trained parameters")
+    updaters = _updaters(trainer)
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()
+    for updater in updaters:
+        updater.states = {index(k): _state_from_layout(v, arrays, params_path)
+                          for k, v in layout.items()}
+        updater.states_synced = dict.fromkeys(updater.states, False)
+        updater.optimizer = optimizer
+    optimizer.num_update = num_update
+    optimizer.begin_num_update = int(meta.get("begin_num_update", 0))
+    optimizer._all_index_update_counts = {
+        int(dev): {index(i): int(n) for i, n in c.items()} for dev, c in counts.items()}
+    if not optimizer._all_index_update_counts:
+        optimizer._all_index_update_counts = {0: {}}
+    optimizer._index_update_count = optimizer._all_index_update_counts[
+        min(optimizer._all_index_update_counts)]
+
+
+def upgrade_legacy_states(folder, trainer):
+    """Convert a checkpoint's pickled ``trainer.states`` into ``optimizer.params/.json``.
+
+    **This unpickles the file**, which runs whatever code it names: call it only
+    on checkpoints whose origin you trust.  ``trainer`` is a ``gluon.Trainer`` over
+    the checkpoint's parameters with the same optimizer kind; its state is
+    replaced by the file's.  ``trainer.states`` is removed once the new files are
+    in place.
+    """
+    legacy = os.path.join(folder, LEGACY_STATES)
+    require_files(folder, [LEGACY_STATES])
+    trainer.load_states(legacy)
+    tmp = make_temp_dir(folder, ".optimizer.")
+    try:
+        save_optimizer_states(trainer, tmp)
+        for name in (OPTIMIZER_PARAMS, OPTIMIZER_JSON):
+            os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    os.remove(legacy)
+
+
+def require_files(folder, names):
+    """Raise :class:`CheckpointError` naming the first of ``names`` missing in ``folder``.
+
+    A checkpoint that stores its optimizer state as a pickle (``trainer.states``,
+    an older layout) is refused with the way to convert it.
+    """
+    for name in names:
+        if os.path.isfile(os.path.join(folder, name)):
+            continue
+        if name in (OPTIMIZER_PARAMS, OPTIMIZER_JSON) and \
+                os.path.isfile(os.path.join(folder, LEGACY_STATES)):
+            raise CheckpointError(
+                f"{os.path.join(folder, LEGACY_STATES)}: optimizer state stored as a pickle "
+                "(an older checkpoint layout), which can run code when loaded, so it is not "
+                "read; if you trust where it came from, convert it once by resuming with "
+                f"--resume {folder} --upgrade-checkpoint")
+        raise CheckpointError(f"{folder}: incomplete checkpoint, {name} is missing")
+
+
+
 @use_np
 def load_params(block, path, ctx):
     """Load ``block.save_parameters`` output into ``block`` on ``ctx`` (numpy mode).
@@ -97,8 +297,8 @@ def load_params(block, path, ctx):
     try:
         loaded = mx.npx.load(path)
     except (OSError, mx.base.MXNetError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: cannot read parameters ({msg})") from None
+        raise CheckpointError(f"{path}: cannot read parameters ({error_message(err)})"
+                              ) from None
     params = block._collect_params_with_prefix()
     missing = sorted(set(params) - set(loaded))
     extra = sorted(set(loaded) - set(params))
@@ -115,15 +315,40 @@ def load_params(block, path, ctx):
         param._load_init(value, ctx)
 
 
+def stale_temp_folders(folder):
+    """Temporary folders a killed writer of checkpoint ``folder`` left beside it."""
+    folder = os.path.abspath(folder)
+    parent, prefix = os.path.dirname(folder), "." + os.path.basename(folder) + "."
+    if not os.path.isdir(parent):
+        return []
+    return sorted(os.path.join(parent, n) for n in os.listdir(parent)
+                  if n.startswith(prefix) and n.endswith(TMP_SUFFIX)
+                  and os.path.isdir(os.path.join(parent, n)))
+
+
 def _write_folder(folder, writers):
-    """Write files via ``writers`` {name: fn(path)} into ``folder`` atomically."""
+    """Write files via ``writers`` {name: fn(path)} into ``folder`` atomically.
+
+    Temporary folders of an earlier writer that was killed (``kill -9``) are
+    removed first.  A write that fails (disk full) raises :class:`CheckpointError`
+    and leaves the previous ``folder`` as it was.
+    """
+    import mxnet as mx
+
     folder = os.path.abspath(folder)
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
+    for stale in stale_temp_folders(folder):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = make_temp_dir(parent, "." + os.path.basename(folder) + ".")
     try:
-        for name, write in writers.items():
-            write(os.path.join(tmp, name))
+        try:
+            for name, write in writers.items():
+                write(os.path.join(tmp, name))
+        except (OSError, mx.base.MXNetError) as err:
+            raise CheckpointError(f"{folder}: cannot write the checkpoint ("
+                                  f"{error_message(err)}; is the disk full?); the previous "
+                                  "one is kept") from None
         old = folder + ".old"
         if os.path.isdir(old):
             shutil.rmtree(old)
@@ -146,7 +371,8 @@ def save_checkpoint(folder, backbone, head, trainer, state, config_yaml, center=
         Destination, e.g. ``<output>/checkpoints/last``.
     backbone, head : mxnet.gluon.Block
     trainer : mxnet.gluon.Trainer or None
-        Its ``save_states`` output becomes ``trainer.states``.
+        Its optimizer state becomes ``optimizer.params`` + ``optimizer.json``
+        (:func:`save_optimizer_states`).
     state : dict
         JSON-serialisable metadata (see module doc).
     config_yaml : str
@@ -169,8 +395,9 @@ def save_checkpoint(folder, backbone, head, trainer, state, config_yaml, center=
                "head.params": head.save_parameters}
     if center is not None:
         writers["center.params"] = center.save_parameters
-    if trainer is not None:
-        writers["trainer.states"] = trainer.save_states
+    if trainer is not None:  # writes optimizer.params beside it
+        writers[OPTIMIZER_JSON] = lambda path: save_optimizer_states(trainer,
+                                                                     os.path.dirname(path))
     if head_states:
         writers["head.states"] = head.save_states
     writers["config.yaml"] = dump_text

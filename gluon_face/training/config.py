@@ -12,6 +12,7 @@ silently ignored: a typo such as ``lr_step`` would otherwise train with the
 default schedule.
 """
 import argparse
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import List, Optional
@@ -174,6 +175,8 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.clip_gradient is not None and not self.clip_gradient > 0:
+            raise ConfigError(f"clip_gradient must be > 0 (or unset), got {self.clip_gradient}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.lr_mode not in LR_MODES:
@@ -314,9 +317,12 @@ def _coerce(f, value):
             raise ConfigError(f"{f.name} must be a list, got {value!r}")
         item = float if "float" in str(f.type) else str
         try:
-            return [item(v) for v in value]
+            items = [item(v) for v in value]
         except (TypeError, ValueError):
             raise ConfigError(f"{f.name}: bad list item in {value!r}") from None
+        if item is float and not all(math.isfinite(v) for v in items):
+            raise ConfigError(f"{f.name}: items must be finite numbers, got {value!r}")
+        return items
     if typ is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{f.name} must be a mapping, got {value!r}")
@@ -338,9 +344,12 @@ def _coerce(f, value):
         if isinstance(value, bool):
             raise ConfigError(f"{f.name} must be a number, got {value!r}")
         try:
-            return float(value)
+            value = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{f.name} must be a number, got {value!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
+        return value
     if not isinstance(value, str):
         raise ConfigError(f"{f.name} must be a string, got {value!r}")
     return value

@@ -46,6 +46,7 @@ import csv
 import logging
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -54,15 +55,22 @@ import numpy as onp
 from mxnet.util import use_np
 
 from .._io import atomic_open
+from .._mxnet import error_message
 from ..heads import head_keywords
 from .checkpoint import (
+    LEGACY_STATES,
+    OPTIMIZER_JSON,
+    OPTIMIZER_PARAMS,
     CheckpointError,
     build_backbone,
     check_compatible,
     copy_checkpoint,
     load_checkpoint_state,
+    load_optimizer_states,
     load_params,
+    require_files,
     save_checkpoint,
+    upgrade_legacy_states,
 )
 from .config import ConfigError, TrainConfig
 from .loader import EpochBatches, FlipDataset, batches_per_epoch
@@ -71,6 +79,9 @@ from .optim import build_lr_scheduler, build_optimizer
 __all__ = ["FaceTrainer", "train", "TrainingDiverged", "find_val_targets", "METRICS_CSV"]
 
 METRICS_CSV = "metrics.csv"
+DEFAULT_OUTPUT = TrainConfig().output
+#: What a run writes into its output folder (``train.log`` comes from tools/train.py).
+RUN_FILES = ("checkpoints", "config.yaml", METRICS_CSV, "curves.png", "roc.png", "train.log")
 #: Verification sets looked for first (in this order); then every other *.bin, sorted.
 PREFERRED_TARGETS = ("lfw", "cfp_fp", "agedb_30", "open_set")
 _HEAD_MARGIN_KEYS = ("margin_s", "margin_m", "margin_a", "margin_b", "easy_margin")
@@ -120,30 +131,37 @@ def _batchify(samples):
 
 
 class _StopFlag:
-    """SIGINT handler that asks the loop to stop after the current step.
+    """SIGINT / SIGTERM handler that asks the loop to stop after the current step.
 
-    A second Ctrl-C raises :class:`KeyboardInterrupt` at once.
+    SIGTERM is what batch schedulers and service managers send before they kill
+    a job, so it is treated like Ctrl-C: the step finishes, the checkpoint is
+    saved, the run ends.  A second signal raises :class:`KeyboardInterrupt` at once.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum = None
+        self._previous = {}
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
 
     @contextlib.contextmanager
     def installed(self):
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, self._previous)
+            for s, previous in self._previous.items():
+                signal.signal(s, previous)
 
 
 @use_np
@@ -163,6 +181,16 @@ class FaceTrainer:
     progress : callable, optional
         ``progress(total, desc) -> bar`` with ``bar.update(n)`` and ``bar.close()``
         (e.g. ``tqdm``) for the evaluation passes; default: none.
+    overwrite : bool, default False
+        Replace a run already in ``config.output``.  Without it a run there is
+        never touched: training into it needs ``resume`` pointing at it (to
+        continue it), the default output folder moves on to the next free name
+        (``runs/default-2``, ...), and any other folder is refused.
+    upgrade_checkpoint : bool, default False
+        With ``resume``: convert a checkpoint of the older layout, whose
+        optimizer state is a pickle, before loading it
+        (:func:`~gluon_face.training.checkpoint.upgrade_legacy_states`; this
+        unpickles it, so only for checkpoints from a trusted source).
 
     Raises
     ------
@@ -171,7 +199,8 @@ class FaceTrainer:
         divisible by the number of devices, a resume checkpoint that does not fit).
     """
 
-    def __init__(self, config, log=None, progress=None):
+    def __init__(self, config, log=None, progress=None, overwrite=False,
+                 upgrade_checkpoint=False):
         import mxnet as mx
 
         if not isinstance(config, TrainConfig):
@@ -179,6 +208,10 @@ class FaceTrainer:
         self.config = config.validate()
         self.log = log or logging.getLogger("gluon_face.training")
         self.progress = progress
+        self.overwrite = bool(overwrite)
+        self._upgrade_checkpoint = bool(upgrade_checkpoint)
+        self._output_ready = False
+        self._check_output()
         cfg = self.config
 
         from .embed import parse_ctx
@@ -209,6 +242,50 @@ class FaceTrainer:
             self._resume(cfg.resume)
 
     # ------------------------------------------------------------------ setup
+    def _check_output(self):
+        """Never destroy a run: see ``overwrite`` in the class doc."""
+        cfg = self.config
+        output = os.path.abspath(os.path.expanduser(cfg.output))
+        if os.path.exists(output) and not os.path.isdir(output):
+            raise ConfigError(f"output {output} is a file, not a folder")
+        if self.overwrite or not holds_run(output):
+            return
+        if cfg.resume:
+            try:
+                folder = load_checkpoint_state(cfg.resume)["folder"]
+            except CheckpointError:
+                folder = None  # reported by the resume itself
+            if folder is None or _inside(folder, output):
+                return  # continuing the run in its own folder
+        if cfg.output == DEFAULT_OUTPUT:
+            free = next_free_output(cfg.output)
+            self.log.info("%s holds an earlier run (continue it with --resume %s); this run "
+                          "goes to %s", cfg.output, cfg.output, free)
+            self.config = cfg.replace(output=free)
+            return
+        raise ConfigError(f"output {output} already holds a run (config.yaml, metrics.csv or "
+                          f"checkpoints/); continue it with --resume {cfg.output}, replace it "
+                          "with --overwrite, or pick another --output")
+
+    def prepare_output(self):
+        """Create the output folder and write ``config.yaml`` (rank 0; :meth:`fit` calls it).
+
+        With ``overwrite``, what an earlier run wrote there (:data:`RUN_FILES`) is
+        removed first.  Done once; nothing is touched before it.
+        """
+        if self._output_ready or not self.is_writer:
+            return
+        if self.overwrite:
+            for name in RUN_FILES:
+                path = self._out(name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                elif os.path.lexists(path):
+                    os.remove(path)
+        os.makedirs(self.config.output, exist_ok=True)
+        self.config.to_yaml(self._out("config.yaml"))
+        self._output_ready = True
+
     def _make_kvstore(self):
         import mxnet as mx
 
@@ -488,15 +565,30 @@ class FaceTrainer:
         state = load_checkpoint_state(path)
         check_compatible(state, self.model_spec, self.head_spec, self.num_classes)
         folder = state["folder"]
+        saved_batch = state.get("batch_size")
+        if saved_batch is not None and (int(saved_batch), int(state.get("num_workers", 1))) \
+                != (cfg.batch_size, self.num_workers):
+            raise CheckpointError(
+                f"cannot resume from {folder}: it was trained with batch size {saved_batch} "
+                f"on {state.get('num_workers', 1)} worker(s), this run uses {cfg.batch_size} "
+                f"on {self.num_workers}; the saved position counts batches, so resume with "
+                f"--batch-size {saved_batch}")
+        needed = ["backbone.params", "head.params"]
+        needed += ["head.states"] if self.parallel else []
+        needed += ["center.params"] if self.center is not None else []
+        if self._upgrade_checkpoint and os.path.isfile(os.path.join(folder, LEGACY_STATES)):
+            upgrade_legacy_states(folder, self.trainer)
+            self.log.warning("converted %s to optimizer.params + optimizer.json",
+                             os.path.join(folder, LEGACY_STATES))
+        require_files(folder, needed + [OPTIMIZER_JSON, OPTIMIZER_PARAMS])
         load_params(self.backbone, os.path.join(folder, "backbone.params"), self.ctx)
         if self.parallel:
             self._resume_parallel_head(folder)
         else:
             load_params(self.head, os.path.join(folder, "head.params"), self.ctx)
-        center_file = os.path.join(folder, "center.params")
-        if self.center is not None and os.path.isfile(center_file):
-            load_params(self.center, center_file, self.ctx)
-        self.trainer.load_states(os.path.join(folder, "trainer.states"))
+        if self.center is not None:
+            load_params(self.center, os.path.join(folder, "center.params"), self.ctx)
+        load_optimizer_states(self.trainer, folder)
         optimizer = self.trainer.optimizer
         # the schedule comes from this run's config; its position from the saved counter
         optimizer.lr_scheduler = build_lr_scheduler(cfg, self.steps_per_epoch)
@@ -523,17 +615,16 @@ class FaceTrainer:
                       self.step // self.steps_per_epoch)
 
     def _resume_parallel_head(self, folder):
+        import mxnet as mx
+
         params = os.path.join(folder, "head.params")
         states = os.path.join(folder, "head.states")
-        if not os.path.isfile(states):
-            raise CheckpointError(f"cannot resume from {folder}: head.states (the "
-                                  "model-parallel head's optimizer state) is missing")
         try:
             self.head.load_parameters(params)
             self.head.load_states(states)
-        except (ValueError, OSError, KeyError) as err:
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(f"cannot resume from {folder}: {msg}") from None
+        except (ValueError, OSError, KeyError, mx.base.MXNetError) as err:
+            raise CheckpointError(f"cannot resume from {folder}: {error_message(err)}"
+                                  ) from None
 
     # ------------------------------------------------------------------ helpers
     def _out(self, *parts):
@@ -546,6 +637,7 @@ class FaceTrainer:
                 "model": self.model_spec, "head": self.head_spec,
                 "num_classes": self.num_classes, "emb_size": self.config.emb_size,
                 "image_size": list(self.image_size), "steps_per_epoch": self.steps_per_epoch,
+                "batch_size": self.config.batch_size, "num_workers": self.num_workers,
                 "rng": {"seed": self.config.seed,
                         "scheme": "data order from (seed, epoch); mxnet seeded from "
                                   "(seed, step) before each step"},
@@ -857,7 +949,8 @@ class FaceTrainer:
         Returns
         -------
         dict
-            ``status`` ('finished', 'max_steps' or 'interrupted'), ``step``,
+            ``status`` ('finished', 'max_steps', 'interrupted' (SIGINT) or
+            'terminated' (SIGTERM)), ``step``,
             ``epoch``, ``first_loss``, ``last_loss``, ``best_score``,
             ``best_target``, ``verification`` {name: accuracy}, ``seconds``,
             ``output``, ``checkpoint``.
@@ -870,9 +963,7 @@ class FaceTrainer:
         from mxnet import gluon
 
         cfg = self.config
-        if self.is_writer:
-            os.makedirs(cfg.output, exist_ok=True)
-            cfg.to_yaml(self._out("config.yaml"))
+        self.prepare_output()
         spe = self.steps_per_epoch
         total = cfg.epochs * spe
         end = min(total, cfg.max_steps) if cfg.max_steps else total
@@ -942,7 +1033,8 @@ class FaceTrainer:
                         if stop.requested or self.step >= end:
                             break
                     if stop.requested:
-                        status = "interrupted"
+                        status = "terminated" if stop.signum == signal.SIGTERM \
+                            else "interrupted"
                         break
                 if status == "finished" and end < total:
                     status = "max_steps"
@@ -952,8 +1044,8 @@ class FaceTrainer:
                 _wait_all()
             if self.is_writer and saved_at != self.step:
                 self.save("last")
-        if status == "interrupted":
-            self.log.warning("interrupted at step %d: saved %s; continue with --resume %s",
+        if status in ("interrupted", "terminated"):
+            self.log.warning("%s at step %d: saved %s; continue with --resume %s", status,
                              self.step, self._out("checkpoints", "last"), cfg.output)
         summary = {
             "status": status, "step": self.step, "epoch": self.step / spe,
@@ -1079,3 +1171,24 @@ def _as_int(value):
         return int(float(value))
     except (TypeError, ValueError):
         return 0
+
+
+def holds_run(folder):
+    """Whether ``folder`` holds (part of) a training run: config.yaml, metrics.csv or
+    checkpoints/."""
+    return os.path.isdir(folder) and any(
+        os.path.lexists(os.path.join(folder, name))
+        for name in ("config.yaml", METRICS_CSV, "checkpoints"))
+
+
+def next_free_output(folder):
+    """``folder-2``, ``folder-3``, ...: the first that does not hold a run."""
+    n = 2
+    while holds_run(f"{folder}-{n}") or os.path.isfile(f"{folder}-{n}"):
+        n += 1
+    return f"{folder}-{n}"
+
+
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

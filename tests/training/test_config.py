@@ -62,6 +62,12 @@ def test_unknown_keys_are_errors(tmp_path):
     ({"image_size": 50}, "multiple of 16"),
     ({"hybridize": "maybe"}, "hybridize"),
     ({"warmup_epochs": 9.0, "epochs": 3}, "warmup_epochs"),
+    ({"lr": float("inf")}, "lr must be a finite number"),
+    ({"wd": "nan"}, "wd must be a finite number"),
+    ({"margin_m": float("-inf")}, "margin_m must be a finite number"),
+    ({"lr_steps": [1.0, float("inf")]}, "lr_steps: items must be finite"),
+    ({"clip_gradient": -1.0}, "clip_gradient must be > 0"),
+    ({"clip_gradient": 0.0}, "clip_gradient must be > 0"),
 ])
 def test_bad_values_name_the_key(changes, message):
     with pytest.raises(ConfigError, match=message):

@@ -56,7 +56,7 @@ def test_full_run_loss_falls_and_writes_outputs(make_config, tmp_path):
     assert 0.0 <= summary["verification"]["val"] <= 1.0
     for name in ("metrics.csv", "curves.png", "roc.png", "config.yaml",
                  "checkpoints/last/state.json", "checkpoints/best/backbone.params",
-                 "checkpoints/last/trainer.states"):
+                 "checkpoints/last/optimizer.params"):
         assert os.path.isfile(out / name), name
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"step", "epoch", "lr", "loss", "samples_per_sec", "val_acc"} <= set(header)
