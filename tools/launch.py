@@ -23,7 +23,8 @@ into their roles when they import it, so COMMAND must import mxnet, e.g.
 COMMAND is joined with spaces and run by bash (over ssh on the hosts).
 
 Exit codes: 0 every process finished, 2 bad arguments, otherwise the exit code
-of the first process that failed (1 if it was killed by a signal), 130 Ctrl-C.
+of the first process that failed (1 if it was killed by a signal), 130 Ctrl-C, 143 SIGTERM
+(both stop every process first).
 """
 import argparse
 import logging
@@ -53,8 +54,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     parser = _Parser(
-        prog=PROG, allow_abbrev=False, description="Launch a distributed MXNet job (scheduler, servers and "
-        "workers) on this machine or on the hosts of a hosts file over ssh.",
+        prog=PROG, allow_abbrev=False,
+        description="Launch a distributed MXNet job (scheduler, servers and workers) on this "
+        "machine or on the hosts of a hosts file over ssh.",
         epilog="Example: launch.py -n 2 -H hosts --sync-dst-dir /tmp/gluon_face python "
         "tools/train.py --kvstore dist_sync")
     parser.add_argument("-n", "--num-workers", required=True, type=int,
@@ -409,10 +411,11 @@ def run(args):
                      " ".join(args.command))
             thread.start()
             return _supervise(table, thread, args.stop_timeout)
-        except KeyboardInterrupt:
-            log.warning("interrupted: stopping %d process(es)", len(table.running()))
+        except KeyboardInterrupt as err:
+            what = "terminated" if isinstance(err, _Terminated) else "interrupted"
+            log.warning("%s: stopping %d process(es)", what, len(table.running()))
             table.stop(args.stop_timeout)
-            return 130
+            return _interrupt_code(err)
         finally:
             thread.join(timeout=5)
             for step in reversed(undo):
@@ -465,16 +468,31 @@ def main(argv=None) -> int:
     # (a background job of a non-interactive shell, as in many CI scripts): Python only
     # turns SIGINT into KeyboardInterrupt when the inherited disposition is the default.
     # train.py installs its own handler for the same reason.
+    # SIGTERM (a batch scheduler stopping the job) stops the processes the same way.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return run(args)
     except LaunchError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before any process was started (e.g. during the rsync)
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # before any process was started (e.g. during the rsync)
+        what = "terminated" if isinstance(err, _Terminated) else "interrupted"
+        print(f"{PROG}: {what}", file=sys.stderr)
+        return _interrupt_code(err)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+def _interrupt_code(err):
+    return 143 if isinstance(err, _Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -226,10 +226,12 @@ def test_failing_worker_stops_the_waiting_scheduler(tmp_path):
     assert _leftovers(token) == []
 
 
-@pytest.mark.parametrize("inherited", ["default", "ignored"])
-def test_ctrl_c_stops_every_process(tmp_path, inherited):
+@pytest.mark.parametrize("inherited, sig", [("default", signal.SIGINT),
+                                            ("ignored", signal.SIGINT),
+                                            ("default", signal.SIGTERM)])
+def test_ctrl_c_stops_every_process(tmp_path, inherited, sig):
     """Ctrl-C stops the job, also when the launcher inherits SIGINT ignored (a background
-    job of a non-interactive shell, e.g. a CI script)."""
+    job of a non-interactive shell, e.g. a CI script); SIGTERM the same way (exit 143)."""
     token = uuid.uuid4().hex
     script = tmp_path / f"sleep_{token}.py"
     ready = tmp_path / "worker_ready"
@@ -246,7 +248,7 @@ def test_ctrl_c_stops_every_process(tmp_path, inherited):
             time.sleep(0.2)
         children = [p for p in _leftovers(token) if p != str(proc.pid)]
         assert len(children) == 3  # scheduler, server, worker
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:  # the test failed early: let the launcher clean up
@@ -255,8 +257,8 @@ def test_ctrl_c_stops_every_process(tmp_path, inherited):
                 proc.wait(timeout=30)
             finally:
                 proc.kill()
-    assert proc.returncode == 130, err
-    assert "interrupted" in err
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+    assert ("interrupted" if sig == signal.SIGINT else "terminated") in err
     assert _leftovers(token) == []
 
 
