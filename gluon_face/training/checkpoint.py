@@ -216,6 +216,13 @@ def load_optimizer_states(trainer, folder):
     if bad:
         raise CheckpointError(f"{json_path}: state for parameter {bad[0]} of a model with "
                               f"{num_params} trained parameters")
+    for key, value in arrays.items():  # momentum / moments have their weight's shape
+        param = trainer._params[index(key.split("/")[1].split(".")[0])] \
+            if meta.get("index_is_int", True) and key.count("/") == 1 else None
+        if param is not None and param.shape is not None and \
+                tuple(param.shape) != tuple(value.shape):
+            raise CheckpointError(f"{params_path}: {key} has shape {tuple(value.shape)}, "
+                                  f"parameter {param.name} is {tuple(param.shape)}")
     updaters = _updaters(trainer)
     if not trainer._kv_initialized:
         trainer._init_kvstore()
