@@ -9,16 +9,19 @@ from mxnet import np
 from mxnet.gluon import HybridBlock, nn
 from mxnet.util import use_np
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-
-from gluon_face.export import (  # noqa: E402
+from gluon_face import model_zoo
+from gluon_face.export import (
     NUMPY_TO_LEGACY,
     OnnxMismatchError,
     check_onnx,
     export_onnx,
     to_legacy_graph,
 )
+
+from .conftest import missing_modules, needs
+
+ONNX_MISSING = missing_modules("onnx", "onnxruntime")
+pytestmark = needs("onnx", not ONNX_MISSING, ONNX_MISSING)
 
 SIZE = 16
 EMB = 8
@@ -88,6 +91,9 @@ def test_export_matches_mxnet(net, tmp_path):
     assert report["max_abs_diff"] <= 1e-4
 
     # independent check: onnxruntime on fresh inputs vs the imperative network
+    import onnx
+    import onnxruntime as ort
+
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     ops = {n.op_type for n in model.graph.node}
@@ -148,11 +154,7 @@ def test_to_legacy_graph_renames_only_known_ops():
 
 
 def test_faceresnet18_small(tmp_path):
-    model_zoo = pytest.importorskip("gluon_face.model_zoo")
-    try:
-        net = model_zoo.get_model("faceresnet18", emb_size=16, image_size=32)
-    except (AttributeError, TypeError, ValueError) as err:
-        pytest.skip(f"model zoo not ready: {err}")
+    net = model_zoo.get_model("faceresnet18", emb_size=16, image_size=32)
     net.initialize(mx.init.Xavier())
     net(np.zeros((1, 3, 32, 32)))
     # milder statistics: 18 random layers would otherwise blow the outputs up to

@@ -15,13 +15,15 @@ from mxnet.util import use_np
 
 from gluon_face.heads import _kernels, _utils
 
+from ..conftest import require
+
 PATHS = [pytest.param(True, id="numba"), pytest.param(False, id="fallback")]
 
 
 @pytest.fixture
 def path(request, monkeypatch):
-    if request.param and not _kernels.AVAILABLE:
-        pytest.skip("numba is not installed")
+    if request.param:
+        require("numba", _kernels.AVAILABLE, "numba is not installed")
     monkeypatch.setattr(_kernels, "AVAILABLE", request.param)
     return request.param
 
@@ -126,8 +128,7 @@ def test_set_targets_rejects_labels_outside_the_classes(ctx, path, capsys):
 
 def test_kernels_from_several_threads_at_once():
     """Two devices' custom operators may run concurrently: the lock keeps numba safe."""
-    if not _kernels.AVAILABLE:
-        pytest.skip("numba is not installed")
+    require("numba", _kernels.AVAILABLE, "numba is not installed")
     rng = onp.random.RandomState(2)
     w = rng.normal(size=(4000, 64)).astype("float32")
     want = naive_rows(w)

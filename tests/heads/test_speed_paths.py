@@ -17,6 +17,8 @@ from gluon_face.heads import (
     margin,
 )
 
+from ..conftest import require
+
 E, C, B = 16, 11, 6
 
 
@@ -78,8 +80,8 @@ def test_fused_normalize_matches_naive_and_plain(ctx, hybridize):
 
 @pytest.mark.parametrize("kernels", [True, False], ids=["numba", "mxnet"])
 def test_hybridized_head_uses_fused_operator(ctx, monkeypatch, kernels):
-    if kernels and not _kernels.AVAILABLE:
-        pytest.skip("numba is not installed")
+    if kernels:
+        require("numba", _kernels.AVAILABLE, "numba is not installed")
     monkeypatch.setattr(_kernels, "AVAILABLE", kernels)
     head = ArcMarginBlock(E, C)
     head.initialize(ctx=ctx)

@@ -13,6 +13,8 @@ from PIL import Image
 
 from gluon_face.data import write_bin, write_face_rec
 
+from ..conftest import require_module
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "train.py")
 
@@ -153,6 +155,7 @@ def test_tools_chain_in_fresh_processes(data_dir, tmp_path):
     embeddings = onp.load(emb)
     assert embeddings.shape == (40, 8) and onp.isfinite(embeddings).all()
     onnx_path = tmp_path / "model.onnx"
-    pytest.importorskip("onnxruntime")
+    require_module("onnx", "onnx")
+    require_module("onnx", "onnxruntime")
     run("export_onnx.py", ckpt, onnx_path)
     assert onnx_path.stat().st_size > 0

@@ -22,7 +22,9 @@ from gluon_face.training.amp import (
 )
 from gluon_face.training.checkpoint import load_checkpoint_state
 
-needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="CPU without avx512_bf16")
+from ..conftest import needs
+
+needs_bf16 = needs("bf16", cpu_has_bf16(), "CPU without avx512_bf16")
 
 
 def _weights(block):
@@ -162,10 +164,12 @@ def test_bf16_loss_curve_follows_fp32_on_the_demo_data(demo_losses):
 
     The same seed gives the same initial weights and batches, so the two
     curves differ only by bfloat16 rounding (8-bit mantissa, ~0.4% per
-    operation).  Tolerance: each 4-step mean of the bf16 losses within 6% of
-    the fp32 one (measured here: <= 3%).  A second fp32 run with another seed
-    (another initialisation, the same noise level of SGD) must leave that band
-    (measured: 15%), so the tolerance is tight enough to catch a broken
+    operation).  Tolerance: each 4-step mean of the bf16 losses within 3% of
+    the fp32 one, the README's figure (measured: 1.98% in the last window, the
+    same to 5 digits run after run, with 1 or 2 threads and with or without
+    AMX: the job is seeded).  A second fp32 run with another seed (another
+    initialisation, the same noise level of SGD) must leave twice that band
+    (measured: 15.8%), so the tolerance is tight enough to catch a broken
     bf16 path, and the loss must fall by a third.  (The margin heads' scale
     s=64 amplifies rounding into step-to-step chaos on this tiny net; their
     curves are compared by trend only in the README.)
@@ -182,9 +186,10 @@ def test_bf16_loss_curve_follows_fp32_on_the_demo_data(demo_losses):
     def window(v):
         return v.reshape(-1, 4).mean(axis=1)
 
+    band = 0.03  # README.md: "bfloat16 loss curves stay within 3% of float32"
     rel = onp.abs(window(bf16) - window(fp32)) / window(fp32)
-    assert rel.max() < 0.06, rel
-    assert (onp.abs(window(other) - window(fp32)) / window(fp32)).max() > 0.06
+    assert rel.max() < band, rel
+    assert (onp.abs(window(other) - window(fp32)) / window(fp32)).max() > 2 * band
     assert window(bf16)[-1] < 0.67 * window(bf16)[0]
 
 
@@ -298,7 +303,7 @@ def test_enable_amx_needs_the_flag(tmp_path, monkeypatch):
     assert amp_mod.enable_amx() is False
 
 
-@pytest.mark.skipif("amx_bf16" not in cpu_flags(), reason="CPU without AMX")
+@needs("amx", "amx_bf16" in cpu_flags(), "CPU without AMX")
 def test_enable_amx_makes_onednn_use_tiles_without_leaking_the_variable(tmp_path):
     """In a fresh process: permission granted, oneDNN's bf16 convolution runs on AMX
     (without the permission it would die with SIGILL), the variable is gone again."""

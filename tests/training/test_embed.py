@@ -10,6 +10,7 @@ from mxnet import np
 from mxnet.gluon import HybridBlock, nn
 from mxnet.util import use_np
 
+from gluon_face.data import FaceTransform
 from gluon_face.evaluation import combine_flip, verification_accuracy
 from gluon_face.training.embed import (
     ImageFiles,
@@ -99,9 +100,9 @@ def test_hybridized_and_list_input(images):
 
 
 def test_default_transform_is_face_normalisation(images):
-    data = pytest.importorskip("gluon_face.data")
-    if not hasattr(data, "FaceTransform"):
-        pytest.skip("gluon_face.data.FaceTransform not available yet")
+    for image in images:
+        onp.testing.assert_allclose(FaceTransform(flip=False)(image), normalise(image),
+                                    rtol=1e-6, atol=1e-6)
     net = make_net([mx.cpu()])
     onp.testing.assert_allclose(embed_images(net, images, batch_size=4), direct(net, images),
                                 rtol=1e-5, atol=1e-6)
