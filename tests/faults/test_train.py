@@ -4,7 +4,6 @@ After every failure: the documented exit code, one error line, no traceback, the
 earlier run and the inputs byte-identical, no temporary file of ours left behind,
 and (for hostile checkpoints) no code run.
 """
-import io
 import os
 import pickle
 import resource
@@ -14,48 +13,17 @@ import subprocess
 import sys
 import time
 
-import numpy as onp
 import pytest
-from PIL import Image
 
-from gluon_face.data import write_bin, write_face_rec
-
+from ..training.conftest import make_tiny_data
 from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
 
-def _png(img):
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _image(label, rng):
-    img = rng.integers(0, 60, size=(16, 16, 3))
-    r, c = divmod(label, 2)
-    img[r * 8:(r + 1) * 8, c * 8:(c + 1) * 8, label % 3] += 180
-    return onp.clip(img, 0, 255).astype(onp.uint8)
-
-
-def _write_data(folder, corrupt=None):
-    rng = onp.random.default_rng(3)
-    samples = [(c, _png(_image(c, rng))) for c in range(4) for _ in range(10)]
-    if corrupt is not None:  # JPEG header, then garbage: decodes to nothing
-        samples[corrupt] = (samples[corrupt][0], b"\xff\xd8\xff\xe0" + b"\x13" * 200)
-    write_face_rec(os.path.join(folder, "train"), samples, (16, 16))
-    same = onp.arange(10) % 2 == 0
-    pairs = []
-    for i, is_same in enumerate(same):
-        a = i % 4
-        pairs += [_image(a, rng), _image(a if is_same else (a + 1) % 4, rng)]
-    write_bin(os.path.join(folder, "lfw.bin"), onp.stack(pairs), same, fmt="png")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return _write_data(str(tmp_path_factory.mktemp("fault_data")))
+    return make_tiny_data(str(tmp_path_factory.mktemp("fault_data")))
 
 
 def _args(data_dir, out, *extra):
@@ -288,7 +256,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(run_copy, data_di
 
 
 def test_a_corrupt_image_mid_epoch_is_one_line(tmp_path, run_tool, stray_temps):
-    data = _write_data(str(tmp_path / "data"), corrupt=17)
+    data = make_tiny_data(str(tmp_path / "data"), corrupt=17)
     proc = run_tool("train", *_args(data, tmp_path / "out", "--max-steps", "20"))
     _error_tail(proc, 2, "train.rec")
     assert stray_temps(tmp_path) == []

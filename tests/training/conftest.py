@@ -30,11 +30,15 @@ def _png(img):
     return buf.getvalue()
 
 
-def make_tiny_data(folder, num_classes=NUM_CLASSES, per_class=PER_CLASS, seed=0):
+def make_tiny_data(folder, num_classes=NUM_CLASSES, per_class=PER_CLASS, seed=0,
+                   corrupt=None):
+    """``corrupt=i``: record ``i`` holds a JPEG header followed by garbage."""
     rng = onp.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     samples = [(label, _png(_image(label, rng)))
                for label in range(num_classes) for _ in range(per_class)]
+    if corrupt is not None:
+        samples[corrupt] = (samples[corrupt][0], b"\xff\xd8\xff\xe0" + b"\x13" * 200)
     write_face_rec(os.path.join(folder, "train"), samples, (SIZE, SIZE))
     pairs, issame = [], []
     for i in range(10):
