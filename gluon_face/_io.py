@@ -9,9 +9,13 @@ under the process umask (``0644`` / ``0755`` under umask ``022``), not the priva
 """
 import contextlib
 import os
+import re
 import tempfile
 
 TMP_SUFFIX = ".tmp"
+
+# tempfile's random part of a name: 8 characters of this alphabet.
+_RANDOM_PART = "[a-z0-9_]{8}"
 
 
 def current_umask():
@@ -32,7 +36,8 @@ def make_temp_dir(folder, prefix):
 def atomic_path(path, suffix=""):
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched;
+    so are the folders made for it, when nothing else was put there meanwhile.
 
     Parameters
     ----------
@@ -44,18 +49,91 @@ def atomic_path(path, suffix=""):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                               suffix=suffix + TMP_SUFFIX, dir=folder)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())
+    created = _make_folders(folder)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                                   suffix=suffix + TMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~current_umask())
         yield tmp
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        for made in reversed(created):
+            try:
+                os.rmdir(made)
+            except OSError:  # not empty (another writer's file), or gone
+                break
         raise
+
+
+def _make_folders(folder):
+    """``os.makedirs(folder, exist_ok=True)``; the folders it made, outermost first."""
+    missing = []
+    current = folder
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    os.makedirs(folder, exist_ok=True)
+    return missing[::-1]
+
+
+def stale_temps(path, suffix=""):
+    """Temporary files :func:`atomic_path` made for ``path`` and left behind.
+
+    A run killed before it could clean up (``SIGKILL``, a power cut) leaves
+    ``.<name>.<random><suffix>.tmp`` beside ``path``.  Only names of exactly
+    that form are listed, so other files (and other destinations' temporary
+    files) never are.  Nothing is removed here.
+
+    Parameters
+    ----------
+    path : str
+        The destination.
+    suffix : str
+        As given to :func:`atomic_path`.
+
+    Returns
+    -------
+    list of str
+        Paths of the temporary files, sorted.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(r"\.%s\.%s%s%s\Z" % (re.escape(os.path.basename(path)), _RANDOM_PART,
+                                             re.escape(suffix), re.escape(TMP_SUFFIX)))
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(os.path.join(folder, n) for n in names
+                  if pattern.match(n) and os.path.isfile(os.path.join(folder, n)))
+
+
+def remove_stale_temps(paths, suffix=""):
+    """Remove the :func:`stale_temps` of every destination in ``paths``.
+
+    Call it only when no other process is writing the same destinations: a
+    writer that is still running would lose its temporary file.
+
+    Returns
+    -------
+    list of str
+        The files removed.
+    """
+    removed = []
+    for path in paths:
+        for tmp in stale_temps(path, suffix):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+                removed.append(tmp)
+    return removed
 
 
 @contextlib.contextmanager

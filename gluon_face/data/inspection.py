@@ -11,7 +11,10 @@ def summarize_rec(dataset, check_images=False, progress=None):
     """Scan a record file and describe it.
 
     Labels come from the record headers only (fast); ``check_images`` also
-    decodes every image and compares its size with ``dataset.image_size``.
+    decodes every image strictly (a JPEG that libjpeg only recovered from with a
+    warning, e.g. ``Corrupt JPEG data: premature end of data segment``, is a
+    problem: see :func:`~gluon_face.data._image.decode_image`) and compares its
+    size with ``dataset.image_size``.
 
     Parameters
     ----------
@@ -62,7 +65,7 @@ def summarize_rec(dataset, check_images=False, progress=None):
         it = range(n) if progress is None else progress(range(n), n)
         for i in it:
             try:
-                image, _ = ds[i]
+                image = ds.get(i, strict=True)[0]
             except RecordFormatError as err:
                 problems.append(str(err))
                 continue
@@ -109,12 +112,14 @@ def format_summary(summary):
     return "\n".join("%s  %s" % (k.ljust(width), v) for k, v in rows)
 
 
-def sample_grid(dataset, rows=8, cols=8, labels=None, seed=0, pad=2):
+def sample_grid(dataset, rows=8, cols=8, labels=None, seed=0, pad=2, problems=None):
     """Tile sample images: one row per identity, up to ``cols`` of its images.
 
     Identities are spread evenly over the labels present; images within an
     identity are drawn at random (``seed``).  Images are resized to the
-    dataset's image size when they differ.
+    dataset's image size when they differ; an image that does not decode
+    cleanly (see :func:`summarize_rec`) leaves its tile grey, and its error is
+    appended to ``problems`` when that list is given.
 
     Returns
     -------
@@ -138,7 +143,12 @@ def sample_grid(dataset, rows=8, cols=8, labels=None, seed=0, pad=2):
         idx = np.flatnonzero(labels == label)
         pick = np.sort(rng.choice(idx, size=min(cols, idx.size), replace=False))
         for c, i in enumerate(pick):
-            image = resize_image(ds[int(i)][0], size)
+            try:
+                image = resize_image(ds.get(int(i), strict=True)[0], size)
+            except RecordFormatError as err:
+                if problems is not None and str(err) not in problems:
+                    problems.append(str(err))
+                continue
             top, left = pad + r * (h + pad), pad + c * (w + pad)
             grid[top:top + h, left:left + w] = image
     return grid

@@ -45,11 +45,18 @@ import sys
 import numpy as np
 
 from .._io import atomic_path
-from ._image import IMAGE_EXTENSIONS, decode_image, encode_image, encoded_format, resize_image
+from ._image import (
+    IMAGE_EXTENSIONS,
+    decode_image,
+    encode_image,
+    encoded_format,
+    encoded_image_size,
+    resize_image,
+)
 
 __all__ = ["RecordFormatError", "IndexedRecordReader", "FaceRecordDataset", "FaceRecordWriter",
            "write_face_rec", "pack_folder", "read_property", "read_labels", "unpack_header",
-           "MAX_FLOAT_LABEL", "LABELS_FILE"]
+           "set_files", "existing_set", "MAX_FLOAT_LABEL", "LABELS_FILE", "MAX_PIXELS"]
 
 _MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", _MAGIC)
@@ -62,6 +69,9 @@ MAX_FLOAT_LABEL = 1 << 24
 
 LABELS_FILE = "labels.txt"
 """Name of the label -> identity name file, in the folder of ``property``."""
+
+MAX_PIXELS = 40_000_000
+"""Default pixel limit of :func:`pack_folder` (an 8000 x 5000 photo; a face crop is ~12 544)."""
 
 
 class RecordFormatError(ValueError):
@@ -455,8 +465,12 @@ class FaceRecordDataset(_Dataset):
         missing property for an insightface-layout file, identity records beyond
         the property's class count, a ``labels.txt`` whose line count differs
         from ``num_classes`` (the property's count, or ``max label + 1``
-        without property).  Reading a record that is not an image or whose
-        label is outside ``[0, num_classes)`` raises it from ``ds[i]``.
+        without property).  The first image is decoded and the last image's
+        label read at open, so a first image that does not decode or whose size
+        differs from the property's, or a last label outside
+        ``[0, num_classes)``, fails here.  Reading any other record that is not
+        a decodable image or whose label is outside ``[0, num_classes)`` raises
+        it from ``ds[i]``, naming the file and the record.
     """
 
     def __init__(self, rec_path, idx_path=None):
@@ -483,6 +497,7 @@ class FaceRecordDataset(_Dataset):
         else:
             self._open_im2rec()
         self._open_labels()
+        self._check_ends()
 
     # -- layouts
 
@@ -554,6 +569,21 @@ class FaceRecordDataset(_Dataset):
                         % (len(names), self.rec_path, self.num_classes))
         self.label_names = names
 
+    def _check_ends(self):
+        """Decode the first image and read the last label, so that a property that does
+        not describe the records fails at open rather than mid-epoch: images of another
+        size than the property's, a corrupt first image, labels beyond its class count
+        (the last image holds the largest label in insightface's layout).  Other records
+        are checked when they are read."""
+        if not len(self):
+            return
+        image, _ = self[0]
+        if self.property_path is not None and tuple(image.shape[:2]) != tuple(self.image_size):
+            raise _fail(self.rec_path, "image is %dx%d (HxW), but %s says %dx%d"
+                        % (*image.shape[:2], self.property_path, *self.image_size),
+                        int(self.image_keys[0]))
+        self.label_of(len(self) - 1)
+
     # -- access
 
     def __len__(self):
@@ -586,9 +616,25 @@ class FaceRecordDataset(_Dataset):
         return body, self._check_label(label, key)
 
     def __getitem__(self, idx):
+        return self.get(idx)
+
+    def get(self, idx, strict=False):
+        """``ds[idx]``; with ``strict``, an image the decoder only recovered from is refused.
+
+        ``strict`` catches damage that libjpeg repairs with a warning on stderr
+        (``Corrupt JPEG data: premature end of data segment``); it redirects the
+        process's stderr while decoding, so it is for single-threaded scans
+        (``inspect_rec --check``), not for data loaders.  See
+        :func:`~gluon_face.data._image.decode_image`.
+
+        Raises
+        ------
+        RecordFormatError
+            Naming the file and the record.
+        """
         body, label = self.read_record(idx)
         try:
-            image = decode_image(body)
+            image = decode_image(body, strict=strict)
         except ValueError as err:
             raise _fail(self.rec_path, "not an image: %s" % err, self._key(idx)) from None
         return image, label
@@ -809,6 +855,60 @@ class FaceRecordWriter:
         return False
 
 
+def set_files(prefix):
+    """The files of the set at ``prefix``: ``.rec``, ``.idx``, ``property``, ``labels.txt``."""
+    prefix = _split_prefix(prefix)
+    folder = os.path.dirname(os.path.abspath(prefix))
+    return [prefix + ".rec", prefix + ".idx", os.path.join(folder, "property"),
+            os.path.join(folder, LABELS_FILE)]
+
+
+def existing_set(prefix):
+    """What writing a set at ``prefix`` would replace, as one line; None when nothing.
+
+    A folder holds one set's ``property`` (and ``labels.txt``): insightface
+    reads one per folder.  So writing ``prefix`` replaces data when
+
+    * ``prefix.rec`` or ``prefix.idx`` exists (the same set, packed again);
+    * the folder holds a ``property`` or ``labels.txt``: it describes another
+      set (``train.rec`` when packing ``val``), which would be left with the
+      new set's class count and names;
+    * the folder holds another ``.rec`` (an im2rec file without property),
+      which the new ``property`` would describe as well.
+
+    Parameters
+    ----------
+    prefix : str
+        As for :class:`FaceRecordWriter`.
+
+    Returns
+    -------
+    str or None
+        The reason, naming the file; None when the destination is free.
+    """
+    rec, idx, prop, labels = set_files(prefix)
+    folder = os.path.dirname(prop)
+    for path in (rec, idx):
+        if os.path.exists(path):
+            return ("%s already exists: packing the same destination again replaces that set"
+                    % path)
+    try:
+        others = sorted(n for n in os.listdir(folder) if n.endswith(".rec")
+                        and os.path.join(folder, n) != os.path.abspath(rec))
+    except (FileNotFoundError, NotADirectoryError):  # the writer will say why it cannot
+        return None
+    owner = "the set %s" % ", ".join(others) if others else "another set (no .rec beside it)"
+    for path in (prop, labels):
+        if os.path.exists(path):
+            return ("%s belongs to %s; a folder holds one set's %s, so %s needs a folder of "
+                    "its own" % (path, owner, os.path.basename(path),
+                                 os.path.basename(rec)))
+    if others:
+        return ("%s holds %s, which the new property would describe too; %s needs a folder "
+                "of its own" % (folder, ", ".join(others), os.path.basename(rec)))
+    return None
+
+
 def write_face_rec(prefix, samples, image_size, names=None):
     """Write ``(label, encoded_image)`` pairs as an insightface-layout record file.
 
@@ -874,7 +974,7 @@ def list_identity_folder(src_dir):
 
 
 def pack_folder(src_dir, out_prefix, image_size=None, resize=False, encoding=None,
-                quality=95, progress=None):
+                quality=95, progress=None, max_pixels=MAX_PIXELS):
     """Pack an image folder (one sub-folder per identity) into insightface layout.
 
     Identities are the sub-folders sorted by name (label = rank), images sorted
@@ -902,6 +1002,9 @@ def pack_folder(src_dir, out_prefix, image_size=None, resize=False, encoding=Non
         JPEG quality when encoding.
     progress : callable, optional
         ``progress(iterable, total)`` -> iterable, e.g. a tqdm wrapper.
+    max_pixels : int or None
+        Refuse an image of more pixels (H * W) than this, read from its header
+        before it is decoded (:data:`MAX_PIXELS` by default; None: no limit).
 
     Returns
     -------
@@ -912,6 +1015,8 @@ def pack_folder(src_dir, out_prefix, image_size=None, resize=False, encoding=Non
         image_size = (image_size, image_size)
     if resize and image_size is None:
         raise ValueError("resize=True needs image_size")
+    if max_pixels is not None and max_pixels < 1:
+        raise ValueError("max_pixels must be >= 1, not %r" % (max_pixels,))
     identities = list_identity_folder(src_dir)
     names = [name for name, _ in identities]
     for label, name in enumerate(names):
@@ -922,16 +1027,26 @@ def pack_folder(src_dir, out_prefix, image_size=None, resize=False, encoding=Non
     files = [(label, path) for label, (_, paths) in enumerate(identities) for path in paths]
     expected = tuple(image_size) if image_size is not None else None
 
+    def check_pixels(path, size):
+        if size[0] * size[1] > max_pixels:
+            raise _fail(path, "image is %dx%d (HxW) = %d pixels, more than the limit of %d"
+                        % (size[0], size[1], size[0] * size[1], max_pixels))
+
     def samples():
         nonlocal expected
         it = files if progress is None else progress(files, len(files))
         for label, path in it:
             with open(path, "rb") as f:
                 raw = f.read()
+            size = encoded_image_size(raw)
+            if max_pixels is not None and size is not None:
+                check_pixels(path, size)
             try:
                 image = decode_image(raw)
             except ValueError as err:
                 raise _fail(path, "unreadable image: %s" % err) from None
+            if max_pixels is not None and size is None:  # the header did not say
+                check_pixels(path, image.shape[:2])
             if expected is None:
                 expected = image.shape[:2]
             fmt = encoded_format(raw)

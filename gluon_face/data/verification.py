@@ -23,7 +23,7 @@ from .._io import atomic_open
 from ._image import decode_image, encode_image, encoded_format, resize_image
 
 __all__ = ["PairsFormatError", "load_bin", "write_bin", "read_pairs", "make_bin",
-           "balanced_pairs"]
+           "balanced_pairs", "degenerate_pairs"]
 
 
 class PairsFormatError(ValueError):
@@ -51,6 +51,27 @@ class _SafeUnpickler(pickle.Unpickler):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError("refusing to load global %s.%s" % (module, name))
+
+
+def degenerate_pairs(issame):
+    """Why a pair set cannot measure verification, as one line; None when it can.
+
+    With only same-identity pairs (or only different ones) every threshold
+    classifies all pairs alike: the accuracy is that of a constant answer, the
+    ROC has one axis and its AUC is 0, VAL (or FAR) is undefined.
+
+    Parameters
+    ----------
+    issame : array_like of bool, shape (P,)
+    """
+    issame = np.asarray(issame, dtype=bool).ravel()
+    if issame.size == 0:
+        return "no pairs"
+    if issame.all() or not issame.any():
+        return ("all %d pairs are %s pairs, so accuracy, VAL and AUC are meaningless on it "
+                "(a verification set needs both kinds)"
+                % (issame.size, "same-identity" if issame.all() else "different-identity"))
+    return None
 
 
 def _as_bytes(item):

@@ -53,3 +53,27 @@ def test_summary_reports_identity_records_that_disagree(tmp_path, colour_image):
     s = summarize_rec(str(tmp_path), check_images=True)
     assert len(s["problems"]) == 1
     assert "identity record 5" in s["problems"][0] and "record 3 has label 1" in s["problems"][0]
+
+
+def test_check_counts_decoder_warnings_as_problems(tmp_path, colour_image, capfd):
+    """A JPEG that libjpeg only recovers from ("premature end of data segment") is a
+    problem of --check, named by record; the grid leaves its tile grey, and nothing
+    reaches stderr."""
+    jpeg = encode_image(colour_image(1, 0), "jpg")
+    scan = jpeg.find(b"\xff\xda")
+    damaged = jpeg[: (scan + len(jpeg)) // 2] + b"\xff\xd9"
+    samples = [(0, encode_image(colour_image(0, 0), "png")), (1, damaged)]
+    write_face_rec(tmp_path / "train", samples, (24, 20))
+    s = summarize_rec(str(tmp_path), check_images=True)
+    assert s["problems"] == [
+        "%s: record 2: not an image: corrupt image data (%d bytes): Corrupt JPEG data: "
+        "premature end of data segment" % (tmp_path / "train.rec", len(damaged))]
+    problems = []
+    grid = sample_grid(FaceRecordDataset(str(tmp_path)), rows=2, cols=1, pad=1,
+                       problems=problems)
+    assert problems == s["problems"]
+    assert np.array_equal(grid[1:25, 1:21], colour_image(0, 0))
+    assert (grid[26:50, 1:21] == 128).all()  # the damaged image's tile
+    assert capfd.readouterr().err == ""
+    # without the check the labels alone are scanned: no problem
+    assert summarize_rec(str(tmp_path))["problems"] == []

@@ -23,6 +23,8 @@ from gluon_face.data import (
 from gluon_face.data._image import encode_image
 from gluon_face.data.recordio import IndexedRecordReader
 
+from ..conftest import require
+
 MAGIC = struct.pack("<I", 0xCED7230A)
 
 
@@ -180,8 +182,7 @@ def test_reads_plain_pack_img_file(tmp_path, colour_image):
 
 def _im2rec_script():
     path = os.path.join(os.path.dirname(mx.__file__), "tools", "im2rec.py")
-    if not os.path.isfile(path):
-        pytest.skip("this mxnet wheel does not ship tools/im2rec.py")
+    require("im2rec", os.path.isfile(path), "this mxnet wheel does not ship tools/im2rec.py")
     return path
 
 
@@ -672,3 +673,127 @@ def test_pack_folder_refuses_folder_names_that_break_lines(tmp_path, image_folde
     assert message.startswith(root + ": identity folder %r (label 2)" % folder)
     assert "labels.txt" in message
     assert _files(tmp_path / "out") == []
+
+
+# --------------------------------------------------------------------------- checked at open
+
+
+def test_open_refuses_images_of_another_size_than_property(tmp_path, colour_image):
+    """property says 112x112, the images are 24x20: found at open, not mid-epoch."""
+    write_face_rec(tmp_path / "train", _samples(colour_image, [2, 2]), (112, 112))
+    with pytest.raises(RecordFormatError) as exc:
+        FaceRecordDataset(str(tmp_path))
+    message = str(exc.value)
+    assert message == ("%s: record 1: image is 24x20 (HxW), but %s says 112x112"
+                       % (tmp_path / "train.rec", tmp_path / "property"))
+
+
+def test_open_refuses_a_last_label_beyond_property(tmp_path, colour_image):
+    """A plain im2rec file whose property has too few classes: the last record (the
+    largest label of a sorted list) is read at open; any other one when it is read."""
+    for labels, bad_key in (([0, 1, 2, 3], 3), ([0, 4, 1, 2], 1)):
+        folder = tmp_path / ("case%d" % bad_key)
+        folder.mkdir()
+        rec = mx.recordio.MXIndexedRecordIO(str(folder / "d.idx"), str(folder / "d.rec"), "w")
+        for key, label in enumerate(labels):
+            rec.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, float(label), key, 0),
+                                                encode_image(colour_image(label, key))))
+        rec.close()
+        (folder / "property").write_text("3,24,20\n")
+        want = r"d\.rec: record %d: label %d is outside \[0, 3\) \(class count from property\)$" \
+            % (bad_key, labels[bad_key])
+        if bad_key == 3:
+            with pytest.raises(RecordFormatError, match=want):
+                FaceRecordDataset(str(folder / "d.rec"))
+        else:
+            ds = FaceRecordDataset(str(folder / "d.rec"))
+            with pytest.raises(RecordFormatError, match=want):
+                ds[1]
+            with pytest.raises(RecordFormatError, match=want):
+                ds.label_of(1)
+
+
+def _jpeg_records(tmp_path, colour_image, bodies):
+    """An insightface-layout file: a good first image, then ``bodies`` (all label 0)."""
+    first = encode_image(colour_image(0, 0), "png")
+    write_face_rec(tmp_path / "train", [(0, first)] + [(0, b) for b in bodies], (24, 20))
+    return str(tmp_path / "train.rec")
+
+
+def test_corrupt_jpeg_records_raise_one_line(tmp_path, colour_image):
+    jpeg = encode_image(colour_image(0, 1), "jpg")
+    huge = bytearray(jpeg)
+    sof = huge.find(b"\xff\xc0")
+    huge[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2  # OpenCV raises cv2.error
+    rec = _jpeg_records(tmp_path, colour_image,
+                        [jpeg[: len(jpeg) // 2], bytes(huge), jpeg[:4] + b"\x13" * 200])
+    ds = FaceRecordDataset(rec)
+    for idx, words in ((1, "not a decodable image"), (2, "CV_IO_MAX_IMAGE_PIXELS"),
+                       (3, "not a decodable image")):
+        with pytest.raises(RecordFormatError) as exc:
+            ds[idx]
+        message = str(exc.value)
+        assert len(message.splitlines()) == 1, message
+        assert message.startswith("%s: record %d: not an image: " % (rec, idx + 1))
+        assert words in message
+
+
+def test_strict_get_refuses_what_libjpeg_only_recovered_from(tmp_path, colour_image):
+    jpeg = encode_image(colour_image(0, 1), "jpg")
+    scan = jpeg.find(b"\xff\xda")  # the scan ends early, the file does not
+    damaged = jpeg[: (scan + len(jpeg)) // 2] + b"\xff\xd9"
+    ds = FaceRecordDataset(_jpeg_records(tmp_path, colour_image, [damaged, jpeg]))
+    assert ds[1][0].shape == (24, 20, 3)  # the default decode goes on, as libjpeg does
+    with pytest.raises(RecordFormatError, match=r"record 2: not an image: corrupt image data "
+                       r"\(\d+ bytes\): Corrupt JPEG data: premature end of data segment"):
+        ds.get(1, strict=True)
+    np.testing.assert_array_equal(ds.get(2, strict=True)[0], ds[2][0])
+
+
+# --------------------------------------------------------------------------- one set per folder
+
+
+def test_existing_set(tmp_path, colour_image):
+    from gluon_face.data.recordio import existing_set, set_files
+
+    ds = tmp_path / "ds"
+    assert existing_set(ds / "train") is None  # no folder yet
+    assert set_files(ds / "train.rec") == [str(ds / "train.rec"), str(ds / "train.idx"),
+                                           str(ds / "property"), str(ds / "labels.txt")]
+    write_face_rec(ds / "train", _samples(colour_image, [1, 1]), (24, 20), names=["a", "b"])
+    assert "train.rec already exists" in existing_set(ds / "train")
+    assert existing_set(ds / "train.rec") == existing_set(ds / "train")
+    reason = existing_set(ds / "val")
+    assert reason.startswith("%s belongs to the set train.rec" % (ds / "property"))
+    assert "val.rec needs a folder of its own" in reason
+    os.remove(ds / "property")
+    assert existing_set(ds / "val").startswith("%s belongs to" % (ds / "labels.txt"))
+    os.remove(ds / "labels.txt")
+    assert existing_set(ds / "val") == ("%s holds train.rec, which the new property would "
+                                        "describe too; val.rec needs a folder of its own" % ds)
+    os.remove(ds / "train.rec")
+    assert "train.idx already exists" in existing_set(ds / "train")
+    assert existing_set(ds / "val") is None
+    assert existing_set(tmp_path / "elsewhere" / "train") is None
+
+
+def test_pack_folder_pixel_limit(tmp_path, image_folder, colour_image):
+    from PIL import Image
+
+    root, _ = image_folder([1, 1])  # 24x20 PNG: 480 pixels
+    with pytest.raises(RecordFormatError) as exc:
+        pack_folder(root, tmp_path / "out" / "train", max_pixels=479)
+    assert str(exc.value) == ("%s: image is 24x20 (HxW) = 480 pixels, more than the limit of "
+                              "479" % os.path.join(root, "id_00", "img_00.png"))
+    assert not (tmp_path / "out").exists()
+    # a format whose header Pillow reads
+    bmp = os.path.join(root, "id_01", "img_01.bmp")
+    Image.fromarray(colour_image(1, 1, (30, 20))).save(bmp)
+    with pytest.raises(RecordFormatError, match=r"img_01\.bmp: image is 30x20 .* limit of 500"):
+        pack_folder(root, tmp_path / "out" / "train", max_pixels=500, image_size=(24, 20),
+                    resize=True)
+    info = pack_folder(root, tmp_path / "out" / "train", max_pixels=600, image_size=(24, 20),
+                       resize=True)
+    assert info["num_images"] == 3
+    with pytest.raises(ValueError, match="max_pixels must be >= 1"):
+        pack_folder(root, tmp_path / "o2" / "train", max_pixels=0)

@@ -64,7 +64,7 @@ def test_pack_rec_bad_input(tmp_path, image_folder, tool, capsys, case):
     else:
         args[0] = str(tmp_path / "missing")
         want = ("missing", "not found")
-    assert tool("pack_rec").main(args) == 1
+    assert tool("pack_rec").main(args) == 2
     _one_line_error(capsys, "pack_rec", *want)
     out = tmp_path / "out"
     assert not out.exists() or os.listdir(out) == []
@@ -185,12 +185,12 @@ def test_make_bin_bad_input(tmp_path, colour_image, tool, capsys):
     pairs = tmp_path / "pairs.txt"
     out = tmp_path / "x.bin"
     pairs.write_text("Ann 1 2\nBob 1 7\n")
-    assert tool("make_bin").main([str(root), str(pairs), str(out), "--no-progress"]) == 1
+    assert tool("make_bin").main([str(root), str(pairs), str(out), "--no-progress"]) == 2
     _one_line_error(capsys, "make_bin", "pairs.txt: line 2", "Bob_0007.jpg")
     pairs.write_text("Ann 1 2\n")
-    assert tool("make_bin").main([str(tmp_path / "nope"), str(pairs), str(out)]) == 1
+    assert tool("make_bin").main([str(tmp_path / "nope"), str(pairs), str(out)]) == 2
     _one_line_error(capsys, "make_bin", "nope", "image folder not found")
-    assert tool("make_bin").main([str(root), str(tmp_path / "none.txt"), str(out)]) == 1
+    assert tool("make_bin").main([str(root), str(tmp_path / "none.txt"), str(out)]) == 2
     _one_line_error(capsys, "make_bin", "none.txt", "pairs list not found")
     assert not out.exists()
 
@@ -209,3 +209,47 @@ def test_benchmark_data(tmp_path, tool, capsys):
     assert [r["num_workers"] for r in rows] == [0, 2] and all(r["images"] == 32 for r in rows)
     assert tool("benchmark_data").main([str(tmp_path / "missing.rec")]) == 1
     _one_line_error(capsys, "benchmark_data", "missing.rec", "not found")
+
+
+def test_pack_rec_overwrite_and_stale_temporary_files(tmp_path, image_folder, tool, capsys):
+    root, _ = image_folder([2, 2])
+    other, _ = image_folder([1, 1, 1], name="other")
+    out = tmp_path / "out"
+    assert tool("pack_rec").main([root, str(out / "train"), "--no-progress"]) == 0
+    capsys.readouterr()
+    # a run killed by SIGKILL leaves atomic_path's temporary names; someone else's stay
+    stale = [out / ".train.rec.ab12cd_3.tmp", out / ".property.zzzzzzzz.tmp"]
+    keep = [out / ".train.rec.tmp", out / ".val.rec.ab12cd_3.tmp", out / "notes.tmp"]
+    for path in stale + keep:
+        path.write_bytes(b"x")
+    assert tool("pack_rec").main([other, str(out / "train"), "--no-progress"]) == 2
+    _one_line_error(capsys, "pack_rec", "train.rec already exists", "--overwrite")
+    assert all(p.exists() for p in stale)  # refused: nothing touched
+    assert tool("pack_rec").main([other, str(out / "train"), "--overwrite",
+                                  "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "removed 2 temporary file(s) left by an interrupted run" in printed
+    assert all(str(p) in printed and not p.exists() for p in stale)
+    assert all(p.exists() for p in keep)
+    ds = FaceRecordDataset(str(out))
+    assert ds.num_classes == 3 and ds.label_names == ["id_00", "id_01", "id_02"]
+
+
+def test_pack_rec_help_documents_the_pixel_limit(tool, capsys):
+    with pytest.raises(SystemExit):
+        tool("pack_rec").main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-pixels N" in text and "default 40000000" in text and "--overwrite" in text
+
+
+def test_make_bin_warns_about_a_degenerate_set(tmp_path, colour_image, tool, capsys):
+    root = _lfw(tmp_path, colour_image)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("Ann 1 2\nBob 1 2\n")
+    out = tmp_path / "same.bin"
+    assert tool("make_bin").main([str(root), str(pairs), str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == ("make_bin: warning: %s: all 2 pairs are same-identity pairs, so accuracy, "
+                   "VAL and AUC are meaningless on it (a verification set needs both kinds)"
+                   % out)
+    assert load_bin(str(out))[1].tolist() == [True, True]
