@@ -69,7 +69,8 @@ def _int_list(text):
 def _parse(argv):
     from gluon_face.benchmark import BACKBONE_MODES
 
-    parser = argparse.ArgumentParser(prog="benchmark", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="benchmark", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--networks", type=_list, default=["faceresnet18", "faceresnet50"],
                         help="comma-separated model names; 'none' for the head only "
                         "(default faceresnet18,faceresnet50)")

@@ -30,7 +30,8 @@ def _error(err):
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="benchmark_data",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("path", nargs="?", help=".rec file or folder with train.rec "
                         "(default: a synthetic file in a temporary folder)")
     parser.add_argument("--workers", type=int, nargs="+", metavar="N",

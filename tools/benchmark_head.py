@@ -48,7 +48,8 @@ def _kind_list(text):
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="benchmark_head", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="benchmark_head", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--classes", type=_int_list, default=[10000, 100000, 1000000],
                         help="comma-separated class counts (default 10000,100000,1000000)")
     parser.add_argument("--kinds", type=_kind_list, default=list(KINDS),

@@ -410,7 +410,8 @@ def _int_list(text):
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="benchmark_torch",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--networks", type=_list, default=["faceresnet18", "faceresnet50"],
                         help=f"comma-separated among {','.join(LAYERS)}; 'none' for the head "
                         "only (default faceresnet18,faceresnet50)")

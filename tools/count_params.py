@@ -11,12 +11,14 @@ from the declared shapes (gluon_face.model_zoo.summarize), so any size is instan
 Batch-norm running statistics are not parameters here (insightface's convention);
 the totals line gives their number.
 """
-import argparse
 import sys
+
+from gluon_face._cli import ToolParser
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="count_params", description=__doc__.split("\n\n")[0])
+    parser = ToolParser(prog="count_params", description=__doc__.split("\n\n")[0],
+                        allow_abbrev=False)
     parser.add_argument("--network", default="faceresnet50",
                         help="registered backbone name (default faceresnet50)")
     parser.add_argument("--emb-size", type=int, default=512, help="embedding size (default 512)")

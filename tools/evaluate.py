@@ -29,8 +29,14 @@ calibrated on --calib-batches batches of --batch-size images: evenly spaced
 records of the checkpoint's training set (config.yaml's data_dir; the built-in
 glyph identities when it is null) when that can be read, else the first images
 of the first .bin.
+
+A set of only same-identity (or only different) pairs is still scored, with a
+one-line warning on stderr: its accuracy, VAL and AUC mean nothing (the AUC
+comes out 0).  Exit status: 0 done (warnings included), 1 failures (unreadable
+checkpoint or set, missing files), 2 bad arguments (one line on stderr): also a
+--json output that would overwrite an input or lie inside an input folder (the
+checkpoint folder, --data-dir, --identify).
 """
-import argparse
 import glob
 import json
 import os
@@ -40,7 +46,17 @@ import numpy as onp
 from mxnet.base import MXNetError
 from tqdm import tqdm
 
-from gluon_face._cli import checkpoint_image_size, error_line
+from gluon_face._cli import (
+    ToolParser,
+    UsageError,
+    check_outputs,
+    checkpoint_image_size,
+    error_line,
+    install_stop_signals,
+    int_between,
+    positive_int,
+    stop_line,
+)
 from gluon_face._io import atomic_open
 from gluon_face.inference import CALIB_MODES, MODES
 from gluon_face.training.embed import evaluate_bin, evaluate_identities, parse_ctx
@@ -49,20 +65,28 @@ from gluon_face.training.embed import evaluate_bin, evaluate_identities, parse_c
 EVAL_MODES = MODES + ("pixels",)
 
 
-def _error(err, code=1):
+def _error(err, code=2):
     print(error_line("evaluate", err), file=sys.stderr)
     return code
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
+    parser = ToolParser(
+        prog="evaluate", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+        epilog="A set of only same-identity (or only different) pairs is scored with a "
+        "warning on stderr: its accuracy, VAL and AUC mean nothing; the exit status stays 0. "
+        "Exit status: 0 done, 1 failures (unreadable checkpoint or set, missing files), "
+        "2 bad arguments (also a --json output inside the checkpoint folder, --data-dir or "
+        "--identify, or over a .bin), 130 Ctrl-C.")
     parser.add_argument("checkpoint", help="checkpoint folder or prefix (training's output)")
     sets = parser.add_mutually_exclusive_group(required=True)
     sets.add_argument("--bin", nargs="+", metavar="BIN", help=".bin pair files")
     sets.add_argument("--data-dir", help="use every *.bin in this folder")
     parser.add_argument("--ctx", default="cpu", help="cpu, cpu:0,1, gpu or gpu:0,1 (default cpu)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    parser.add_argument("--nfolds", type=int, default=10, help="cross-validation folds")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="images per forward pass")
+    parser.add_argument("--nfolds", type=int_between(2), default=10,
+                        help="cross-validation folds (>= 2, at most the pairs of a set)")
     parser.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--embed-mode", default="block",
@@ -315,17 +339,25 @@ def main(argv=None):
     calibration = None
     try:
         from gluon_face.data import FaceTransform, load_bin
-        from gluon_face.training.checkpoint import load_model
+        from gluon_face.data.recordio import set_files
+        from gluon_face.data.verification import degenerate_pairs
+        from gluon_face.training.checkpoint import load_model, resolve_checkpoint
 
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, not {args.batch_size}")
         ctx_list = parse_ctx(args.ctx)
         files = _bin_files(args)
         ident_rec = _identification_set(args)
+        ident_files = [ident_rec] if ident_rec is None or os.path.isdir(ident_rec) \
+            else set_files(ident_rec)  # the .rec and its .idx, property, labels.txt
+        check_outputs([args.json], [resolve_checkpoint(args.checkpoint), args.data_dir,
+                                    *ident_files, *files])
         _net, _head, state = load_model(args.checkpoint, ctx=ctx_list)
         image_size = checkpoint_image_size(state)
         transform = FaceTransform(flip=False, image_size=image_size)
         sets = [(path,) + tuple(load_bin(path)) for path in files]  # bad: PairsFormatError
+        for path, _images, issame in sets:
+            problem = degenerate_pairs(issame)
+            if problem is not None:
+                print(f"evaluate: warning: {path}: {problem}", file=sys.stderr)
         flips = {path: _flip_test(args, state, path) for path in files}
         ident = None
         if ident_rec is not None:
@@ -370,6 +402,12 @@ def main(argv=None):
                                                  flip_test=flip_test, transform=transform,
                                                  progress=bar.update)
                 ident_rows.append(_identification_row(rec, mode, result, flip_test))
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
+        line, code = stop_line("evaluate", err)
+        print(line, file=sys.stderr)
+        return code
+    except UsageError as err:
+        return _error(err, code=2)
     except (ValueError, OSError, ImportError, MXNetError) as err:
         return _error(err)
     model = state.get("model", {})
@@ -396,4 +434,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    install_stop_signals()
     sys.exit(main())

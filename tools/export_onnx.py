@@ -7,8 +7,12 @@ The model takes "data", a (B, 3, H, W) float32 batch of RGB images normalised as
 is written only if onnxruntime reproduces MXNet's embeddings on random inputs
 within --atol (max absolute difference); otherwise the exit status is non-zero.
 Needs onnx<1.18 and onnxruntime.
+
+Exit status: 0 written, 1 the export or the check failed (or the checkpoint is
+unreadable), 2 bad arguments (one line on stderr, nothing written): --atol not a
+finite number >= 0, --batch-size or --trials below 1, or an output that would
+overwrite the checkpoint or lie inside its folder.
 """
-import argparse
 import os
 import sys
 
@@ -18,27 +22,41 @@ os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 from mxnet.base import MXNetError  # noqa: E402
 
-from gluon_face._cli import checkpoint_image_size, error_line  # noqa: E402
+from gluon_face._cli import (  # noqa: E402
+    ToolParser,
+    check_outputs,
+    checkpoint_image_size,
+    error_line,
+    install_stop_signals,
+    non_negative_float,
+    positive_int,
+    stop_line,
+)
 from gluon_face.export import OnnxMismatchError, export_onnx  # noqa: E402
 from gluon_face.training.embed import parse_ctx  # noqa: E402
 
 
-def _error(err):
+def _error(err, code=2):
     print(error_line("export_onnx", err), file=sys.stderr)
-    return 1
+    return code
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="export_onnx", description=__doc__.split("\n\n")[0])
+    parser = ToolParser(
+        prog="export_onnx", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+        epilog="Exit status: 0 written, 1 the export or its check failed (or the checkpoint "
+        "is unreadable), 2 bad arguments (also an output inside the checkpoint folder), "
+        "130 Ctrl-C.")
     parser.add_argument("checkpoint", help="checkpoint folder or prefix (training's output)")
-    parser.add_argument("out", help="output .onnx file")
-    parser.add_argument("--batch-size", type=int, default=1,
+    parser.add_argument("out", help="output .onnx file (not inside the checkpoint folder)")
+    parser.add_argument("--batch-size", type=positive_int, default=1,
                         help="fixed batch dimension of the exported graph (default 1)")
     parser.add_argument("--ctx", default="cpu",
                         help="device of the MXNet reference run: cpu or gpu:N (default cpu)")
-    parser.add_argument("--atol", type=float, default=1e-4,
-                        help="largest allowed max |onnx - mxnet| (default 1e-4)")
-    parser.add_argument("--trials", type=int, default=3,
+    parser.add_argument("--atol", type=non_negative_float, default=1e-4,
+                        help="largest allowed max |onnx - mxnet|, a finite number >= 0 "
+                             "(default 1e-4)")
+    parser.add_argument("--trials", type=positive_int, default=3,
                         help="random batches compared (default 3)")
     return parser.parse_args(argv)
 
@@ -46,12 +64,9 @@ def _parse(argv):
 def main(argv=None):
     args = _parse(argv)
     try:
-        from gluon_face.training.checkpoint import load_model
+        from gluon_face.training.checkpoint import load_model, resolve_checkpoint
 
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, not {args.batch_size}")
-        if args.trials < 1:
-            raise ValueError(f"--trials must be >= 1, not {args.trials}")
+        check_outputs([args.out], [resolve_checkpoint(args.checkpoint)])
         ctx_list = parse_ctx(args.ctx)
         if len(ctx_list) != 1:
             raise ValueError(f"--ctx {args.ctx}: export runs on one device")
@@ -59,7 +74,13 @@ def main(argv=None):
         report = export_onnx(net, args.out, checkpoint_image_size(state),
                              batch_size=args.batch_size, ctx=ctx_list[0], atol=args.atol,
                              trials=args.trials)
-    except (OnnxMismatchError, ValueError, OSError, ImportError, MXNetError) as err:
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
+        line, code = stop_line("export_onnx", err, 'nothing written')
+        print(line, file=sys.stderr)
+        return code
+    except OnnxMismatchError as err:  # the export's own check failed
+        return _error(err, code=1)
+    except (ValueError, OSError, ImportError, MXNetError) as err:
         return _error(err)
     renamed = ", ".join(f"{k} x{v}" for k, v in sorted(report["renamed_ops"].items())) or "none"
     print(f"wrote {report['path']}: input {report['input_name']} {report['input_shape']} "
@@ -72,4 +93,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    install_stop_signals()
     sys.exit(main())

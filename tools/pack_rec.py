@@ -9,20 +9,44 @@ identity, UTF-8).  Identities are the sub-folders sorted by name (label = rank),
 images sorted by file name, so the output is deterministic.  A folder name may
 not hold a tab or line break.  Every image is decoded and its size checked; all
 files appear only when packing succeeded.
+
+A folder holds one set's `property` and `labels.txt` (insightface reads one per
+folder), so pack train and val into folders of their own: without --overwrite
+the tool refuses a destination whose OUT.rec/OUT.idx exists (the same set packed
+again) or whose folder holds the property, labels.txt or .rec of another set.
+It also refuses outputs inside SRC_DIR, and images of more than --max-pixels
+pixels (read from the file header, before decoding).  Temporary files that a
+killed earlier run left for the same destination (.NAME.XXXXXXXX.tmp) are
+removed first, and named.  Exit status: 0 done, 2 bad input (one line on
+stderr, nothing written), 130 Ctrl-C, 143 SIGTERM (temporary files removed,
+nothing written).
 """
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from tqdm import tqdm
 
+from gluon_face._cli import (
+    ToolParser,
+    UsageError,
+    check_outputs,
+    error_line,
+    install_stop_signals,
+    int_between,
+    positive_int,
+    stop_line,
+)
+from gluon_face._io import remove_stale_temps
 from gluon_face.data import pack_folder
+from gluon_face.data.recordio import MAX_PIXELS, existing_set, set_files
 
 
 def _error(err):
-    text = str(err).strip().splitlines()
-    print("pack_rec: error: %s" % (text[0] if text else type(err).__name__), file=sys.stderr)
-    return 1
+    print(error_line("pack_rec", err), file=sys.stderr)
+    return 2
 
 
 def parse_size(text):
@@ -40,10 +64,11 @@ def parse_size(text):
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(
-        prog="pack_rec", description=__doc__.split("\n\n")[0],
+    parser = ToolParser(
+        prog="pack_rec", description=__doc__.split("\n\n")[0], allow_abbrev=False,
         epilog="Writes OUT.rec, OUT.idx, and property + labels.txt (label<TAB>identity folder "
-        "name) in the folder of OUT.")
+        "name) in the folder of OUT; one set per folder (see --overwrite).  Exit status: 0 "
+        "done, 2 bad input (nothing written), 130 Ctrl-C, 143 SIGTERM.")
     parser.add_argument("src_dir", help="folder with one sub-folder of images per identity")
     parser.add_argument("out_prefix", help="output prefix (OUT.rec, OUT.idx); a folder means "
                         "FOLDER/train")
@@ -53,7 +78,14 @@ def _parse(argv):
                         help="resize images of another size instead of failing")
     parser.add_argument("--encoding", choices=("jpg", "png"),
                         help="re-encode every image (default: keep JPEG/PNG bytes)")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality when encoding")
+    parser.add_argument("--quality", type=int_between(1, 100), default=95,
+                        help="JPEG quality when encoding, 1..100 (default 95)")
+    parser.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, metavar="N",
+                        help="refuse an image of more than N pixels (height x width, read from "
+                        "its header before decoding; default %d)" % MAX_PIXELS)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the set already at OUT_PREFIX, or the property and "
+                        "labels.txt of another set in its folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -69,13 +101,32 @@ def main(argv=None):
                     file=sys.stderr)
 
     try:
+        check_outputs(set_files(prefix), [args.src_dir])
+        conflict = None if args.overwrite else existing_set(prefix)
+        if conflict is not None:
+            raise UsageError(conflict + " (--overwrite replaces it)")
+    except (UsageError, OSError) as err:
+        return _error(err)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    install_stop_signals()  # the writer's cleanup runs on SIGTERM and Ctrl-C
+    try:
+        removed = remove_stale_temps(set_files(prefix))
+        if removed:
+            print("removed %d temporary file(s) left by an interrupted run: %s"
+                  % (len(removed), ", ".join(removed)))
         info = pack_folder(args.src_dir, prefix, image_size=args.image_size, resize=args.resize,
-                           encoding=args.encoding, quality=args.quality, progress=progress)
-    except KeyboardInterrupt:
-        print("pack_rec: interrupted; nothing written", file=sys.stderr)
-        return 130
+                           encoding=args.encoding, quality=args.quality, progress=progress,
+                           max_pixels=args.max_pixels)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
+        line, code = stop_line("pack_rec", err, "nothing written")
+        print(line, file=sys.stderr)
+        return code
     except (OSError, ValueError) as err:
         return _error(err)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
     print("wrote %s (%d images, %d identities, %dx%d) + %s + %s + %s"
           % (info["rec"], info["num_images"], info["num_classes"], *info["image_size"],
              os.path.basename(info["idx"]), os.path.basename(info["property"]),

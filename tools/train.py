@@ -30,9 +30,7 @@ it on this machine (127.0.0.1).
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -84,13 +82,6 @@ def build_parser():
     return parser
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM outside the training loop (which handles it itself)."""
-
-
-def _raise_terminated(signum, frame):
-    raise _Terminated
-
 
 def main(argv=None) -> int:
     try:
@@ -101,17 +92,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     debug, overwrite, upgrade = args.debug, args.overwrite, args.upgrade_checkpoint
     del args.debug, args.overwrite, args.upgrade_checkpoint
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+    from gluon_face._cli import install_stop_signals, stop_line
+
+    install_stop_signals()  # outside the training loop, which handles both itself
     try:
         return _run(args, debug, overwrite, upgrade)
-    except _Terminated:
-        print("train.py: error: stopped by SIGTERM", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("train.py: error: interrupted (the last saved checkpoint is kept)",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM before or after the loop
+        line, code = stop_line("train.py", err, "the last saved checkpoint is kept")
+        print(line, file=sys.stderr)
+        return code
 
 
 def _run(args, debug, overwrite, upgrade):
