@@ -1,5 +1,7 @@
-"""gluon_face._io: temporary files left by killed writers, folders made for a failed write."""
+"""gluon_face._io: temporary files left by killed writers, folders made for a failed write,
+permissions that follow the umask."""
 import os
+import stat
 
 import pytest
 
@@ -43,3 +45,34 @@ def test_failed_write_removes_the_folders_it_made(tmp_path):
     with atomic_open(tmp_path / "c" / "y.txt") as f:
         f.write("done")
     assert (tmp_path / "c" / "y.txt").read_text() == "done"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_and_folders_follow_the_umask(tmp_path, umask):
+    """Under umask 022 others can read what we write (tempfile alone makes 0600/0700)."""
+    from gluon_face._io import make_temp_dir
+
+    old = os.umask(umask)
+    try:
+        with atomic_open(tmp_path / "a.txt") as f:
+            f.write("x")
+        folder = make_temp_dir(str(tmp_path), ".ckpt.")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o777 & ~umask
+
+
+def test_a_checkpoint_folder_is_readable_by_others(tmp_path):
+    from gluon_face.training.checkpoint import copy_checkpoint
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "state.json").write_text("{}")
+    old = os.umask(0o022)
+    try:
+        copy_checkpoint(str(src), str(tmp_path / "ckpt" / "last"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "ckpt" / "last").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(tmp_path / "ckpt" / "last" / "state.json").st_mode) == 0o644
