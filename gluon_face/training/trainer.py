@@ -248,15 +248,22 @@ class FaceTrainer:
         output = os.path.abspath(os.path.expanduser(cfg.output))
         if os.path.exists(output) and not os.path.isdir(output):
             raise ConfigError(f"output {output} is a file, not a folder")
-        if self.overwrite or not holds_run(output):
-            return
+        if cfg.data_dir is not None and _inside(output, cfg.data_dir):
+            raise ConfigError(f"output {output} lies inside data_dir {cfg.data_dir}; a run "
+                              "must not write into its training data")
+        folder = None
         if cfg.resume:
             try:
                 folder = load_checkpoint_state(cfg.resume)["folder"]
             except CheckpointError:
                 folder = None  # reported by the resume itself
-            if folder is None or _inside(folder, output):
-                return  # continuing the run in its own folder
+        if folder is not None and _inside(output, folder):
+            raise ConfigError(f"output {output} lies inside the checkpoint {folder} it resumes "
+                              "from; use the run's folder (the one holding checkpoints/)")
+        if self.overwrite or not holds_run(output):
+            return
+        if cfg.resume and (folder is None or _inside(folder, output)):
+            return  # continuing the run in its own folder
         if cfg.output == DEFAULT_OUTPUT:
             free = next_free_output(cfg.output)
             self.log.info("%s holds an earlier run (continue it with --resume %s); this run "

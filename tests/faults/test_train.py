@@ -138,7 +138,8 @@ def test_the_default_output_moves_to_the_next_free_name(data_dir, run_tool, tmp_
     assert "runs/default-2" in proc.stderr
 
 
-@pytest.mark.parametrize("case", ["output-is-a-file", "lr-inf", "wd-nan", "clip-negative",
+@pytest.mark.parametrize("case", ["output-is-a-file", "output-in-data", "output-in-checkpoint",
+                                  "lr-inf", "wd-nan", "clip-negative",
                                   "prefix-flag", "other-batch-size", "truncated-params",
                                   "truncated-optimizer", "missing-optimizer"])
 def test_bad_runs_exit_2_with_one_line(case, run_copy, data_dir, run_tool, snapshot,
@@ -148,6 +149,8 @@ def test_bad_runs_exit_2_with_one_line(case, run_copy, data_dir, run_tool, snaps
     folder = run_copy / "checkpoints" / "last"
     extra, want = {
         "output-is-a-file": (["--max-steps", "1"], "is a file"),
+        "output-in-data": (["--max-steps", "1"], "lies inside data_dir"),
+        "output-in-checkpoint": (resume, "lies inside the checkpoint"),
         "lr-inf": (["--lr", "inf"], "lr must be a finite number"),
         "wd-nan": (["--wd", "nan"], "wd must be a finite number"),
         "clip-negative": (["--clip-gradient", "-1"], "clip_gradient must be > 0"),
@@ -159,6 +162,10 @@ def test_bad_runs_exit_2_with_one_line(case, run_copy, data_dir, run_tool, snaps
     }[case]
     if case == "output-is-a-file":
         out = run_copy / "metrics.csv"
+    elif case == "output-in-data":
+        out = os.path.join(data_dir, "run")
+    elif case == "output-in-checkpoint":
+        out = folder
     elif case.startswith("truncated"):
         name = "backbone.params" if case == "truncated-params" else "optimizer.params"
         data = (folder / name).read_bytes()
@@ -177,7 +184,7 @@ def test_bad_runs_exit_2_with_one_line(case, run_copy, data_dir, run_tool, snaps
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines()[-1].endswith(want + " 1")
     assert snapshot(run_copy) == before
-    assert stray_temps(tmp_path) == []
+    assert stray_temps(tmp_path) == [] and not os.path.exists(os.path.join(data_dir, "run"))
 
 
 def test_a_failing_resume_exits_the_same_way_every_time(run_copy, data_dir, tmp_path):
