@@ -94,10 +94,11 @@ def _inside(path, folder_stat):
 def check_outputs(outputs, inputs):
     """Refuse output paths that would overwrite an input or be written inside an input folder.
 
-    An output is refused when it is the same file as an input (also through
-    a symlink or a hard link), when it lies inside an input that is a folder
-    (through symlinks and bind mounts too: parent folders are compared by
-    device and inode), or when two outputs name one file.  Inputs that do not
+    An output is refused when it is an existing folder, when it is the same
+    file as an input (also through a symlink or a hard link), when it lies
+    inside an input that is a folder (through symlinks and bind mounts too:
+    parent folders are compared by device and inode), or when two outputs
+    name one file.  Inputs that do not
     exist are skipped (the tool reports them itself); ``None`` entries are
     ignored.
 
@@ -127,6 +128,8 @@ def check_outputs(outputs, inputs):
                     raise UsageError(f"{out}: output lies inside the input folder {source}")
             elif _same(out, source):
                 raise UsageError(f"{out}: output would overwrite the input {source}")
+        if os.path.isdir(out):
+            raise UsageError(f"{out}: is a folder; give a file name for this output")
 
 
 def error_line(prog, err):

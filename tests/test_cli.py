@@ -66,6 +66,11 @@ def test_check_outputs_two_outputs_one_file(tree):
         check_outputs([out, os.path.join(str(tree / "out"), ".", "x.npy")], [])
 
 
+def test_check_outputs_refuses_a_folder(tree):
+    with pytest.raises(UsageError, match="is a folder; give a file name"):
+        check_outputs([str(tree / "out")], [])
+
+
 def test_tool_parser_errors_are_one_line(capsys):
     parser = ToolParser(prog="demo")
     parser.add_argument("--epochs", type=positive_int)
