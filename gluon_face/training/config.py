@@ -136,9 +136,11 @@ class TrainConfig:
     ctx: str = _opt("cpu", "devices: cpu, cpu:0,1, gpu, gpu:0,1,2,3")
     kvstore: str = _opt("local", "local, device, dist_sync, dist_device_sync, dist_async")
     hybridize: bool = _opt(True, "hybridize backbone and head (static graph)")
-    split_prelu: bool = _opt(True, "with hybridize (or amp): train the backbone through a graph "
-                                   "whose PReLUs are split into oneDNN operators (same "
-                                   "function and gradients, ~1.9x faster on CPUs)")
+    split_prelu: Optional[bool] = _opt(
+        None, "with hybridize (or amp): train the backbone through a graph whose PReLUs are "
+              "split into oneDNN operators (same function and gradients; MXNet's CPU PReLU "
+              "has no oneDNN kernel). null (auto): on when every --ctx device is a CPU, off "
+              "on GPUs, where PReLU is a native kernel and the split only costs memory")
     amp: bool = _opt(False, "mixed precision: the backbone computes in bfloat16 on CPUs with "
                             "AVX-512 BF16 (avx512_bf16), in float16 with dynamic loss scaling "
                             "on GPUs; float32 master weights, head, loss and checkpoints")

@@ -217,6 +217,8 @@ class FaceTrainer:
         from .embed import parse_ctx
 
         self.ctx = parse_ctx(cfg.ctx)
+        if cfg.split_prelu is None:
+            self.config = cfg = cfg.replace(split_prelu=split_prelu_for(self.ctx))
         self.amp_dtype = None
         self.loss_scaler = None
         self.amx = False
@@ -1199,3 +1201,12 @@ def next_free_output(folder):
 def _inside(path, folder):
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def split_prelu_for(ctx_list):
+    """``split_prelu``'s automatic value for the devices ``ctx_list``: on for CPUs only.
+
+    The split is a CPU workaround (MXNet 1.9.1's CPU PReLU has no oneDNN kernel);
+    on a GPU PReLU is a native kernel and the split graph only holds extra buffers.
+    """
+    return all(ctx.device_type == "cpu" for ctx in ctx_list)

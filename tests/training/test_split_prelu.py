@@ -75,3 +75,13 @@ def test_resume_with_the_split_graph_repeats_the_uninterrupted_losses(make_confi
     assert not any(k.endswith(("_slope_mean", "_rest_var")) for k in saved)
     resumed = FaceTrainer(make_config(output=part, resume=part, **common))
     onp.testing.assert_allclose(run_steps(resumed, 4), whole[3:], rtol=1e-5)
+
+
+def test_split_prelu_auto_is_on_for_cpus_only(make_config):
+    from gluon_face.training.trainer import split_prelu_for
+
+    assert split_prelu_for([mx.cpu(0), mx.cpu(1)]) is True
+    assert split_prelu_for([mx.gpu(0)]) is False  # a Context object needs no GPU
+    assert split_prelu_for([mx.cpu(0), mx.gpu(0)]) is False
+    trainer = FaceTrainer(make_config(hybridize=True, split_prelu=None))
+    assert trainer.config.split_prelu is True  # resolved, and so recorded in config.yaml
