@@ -31,9 +31,8 @@ MXNet 1.9.1's PReLU has no oneDNN kernel: single-threaded, float32 only, it
 took about half of every fast graph's time.  The inference graphs of the
 fused, bf16 and int8 modes write it as ``alpha*x + (1-alpha)*relu(x)`` with
 two per-channel BatchNorm scalings (:func:`_split_prelu`), and same-shape
-numpy adds as ``elemwise_add`` (oneDNN's sum).  FaceResNet-50, 2 cores,
-batch 16, AMX enabled, images/s before -> after: fused 16 -> 25, bf16
-20 -> 80-95, int8 54 -> 108 (``tools/benchmark.py``).
+numpy adds as ``elemwise_add`` (oneDNN's sum).  ``tools/benchmark.py`` measures
+what each mode gains (the README's speed table).
 
 ``mxnet.contrib.amp.convert_hybrid_block`` and
 ``mxnet.contrib.quantization.quantize_net(_v2)`` reject numpy-mode blocks in
@@ -116,11 +115,10 @@ def to_low_precision(net, example, dtype="bfloat16", ctx=None, share_params=Fals
     ``dtype``; ``amp_cast`` nodes inside the graph convert activations and
     weights, so the parameters stay float32.  Same-shape residual adds become
     ``elemwise_add`` first (oneDNN's sum; the numpy add has only a slow
-    generic bfloat16 kernel: FaceResNet-50 bfloat16 embedding 22 -> 43
-    images/s).  PReLU itself has no bfloat16 kernel on the CPU in 1.9.1 (and
-    in float16 its alpha would be stored float16): it is split into oneDNN
-    operators (:func:`_split_prelu`: embedding 43 -> 96 images/s; with
-    ``share_params`` the split is tied to the slopes, training 6.4 -> 18.5).
+    generic bfloat16 kernel).  PReLU itself has no bfloat16 kernel on the CPU
+    in 1.9.1 (and in float16 its alpha would be stored float16): it is split
+    into oneDNN operators (:func:`_split_prelu`; with ``share_params`` the
+    split is tied to the slopes, for training).
     MXNet 1.9.1 has no float16 GEMM on the CPU: float16 graphs run on a GPU.
 
     Parameters
@@ -231,9 +229,9 @@ def to_split_prelu(net, example):
 
     ``net``'s cached graph with PReLU split into BatchNorm scalings tied to
     its slopes and residual adds as ``elemwise_add`` (:func:`_split_prelu`):
-    the same function and gradients (to float32 rounding), about 1.9x faster
-    to train a FaceResNet-50 on the CPU, where PReLU's own kernel is
-    single-threaded.  Networks without PReLU get the adds only.
+    the same function and gradients (to float32 rounding), faster to train on
+    the CPU, where PReLU's own kernel is single-threaded.  Networks without
+    PReLU get the adds only.
 
     Parameters
     ----------
@@ -333,9 +331,8 @@ def _split_prelu(legacy, params, tied=False):
     (``LeakyReLU``) has no oneDNN kernel: it runs single-threaded, in float32
     only, and in an INT8 graph between a dequantize and a quantize.  ReLU,
     BatchNorm and ``elemwise_add`` have oneDNN kernels in float32, bfloat16
-    and INT8, forward and backward.  Measured on FaceResNet-50 (2 cores,
-    batch 16, AMX): bfloat16 embedding 43 -> 96 images/s, float32 training
-    4.3 -> 7.9, bfloat16 training 6.4 -> 18.5.
+    and INT8, forward and backward, so the split graph runs multi-threaded
+    (``tools/benchmark.py`` measures the difference).
 
     With ``tied=False`` (inference) ``1 - alpha`` and the zero shifts are new
     parameters computed here.  With ``tied=True`` (training) they are

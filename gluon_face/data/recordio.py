@@ -1,6 +1,6 @@
 """MXNet RecordIO face datasets: reader, writer and folder packer.
 
-Two layouts are read (design.md §3):
+Two layouts are read:
 
 **insightface** (``train.rec`` + ``train.idx`` + ``property``)::
 
