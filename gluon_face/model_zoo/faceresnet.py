@@ -306,19 +306,26 @@ def get_faceresnet(num_layers, num_classes=None, emb_size=None, use_dropout=Fals
     return net
 
 
-def _factory(depth):
-    def build(**kwargs):
-        return FaceResNet(*faceresnet_spec[depth], **kwargs)
+def _spec_factory(name, units, widths, doc):
+    """A registry factory for a FaceResNet of ``units`` per stage and ``widths``;
+    ``layers=`` / ``channels=`` replace them (e.g. a narrower network for tests)."""
+    def build(layers=None, channels=None, **kwargs):
+        return FaceResNet(BasicBlockV3, [int(n) for n in (units if layers is None else layers)],
+                          [int(c) for c in (widths if channels is None else channels)],
+                          **kwargs)
 
-    build.__name__ = "faceresnet%d" % depth
-    build.__doc__ = (f"FaceResNet-{depth} (insightface r{depth}), uninitialised; keywords as "
-                     f":class:`FaceResNet` (emb_size, use_dropout, act_type, output, "
-                     f"image_size, in_channels).")
+    build.__name__ = name.replace("-", "_")
+    build.__doc__ = doc + (" Uninitialised; keywords as :class:`FaceResNet` (emb_size, "
+                           "use_dropout, act_type, output, image_size, in_channels), and "
+                           "``layers=`` / ``channels=`` to replace the units per stage / "
+                           "the widths (stem, stage 1..4).")
+    MODELS.register(name)(build)
     return build
 
 
 for _depth in sorted(faceresnet_spec):
-    MODELS.register("faceresnet%d" % _depth)(_factory(_depth))
+    _spec_factory("faceresnet%d" % _depth, faceresnet_spec[_depth][1],
+                  faceresnet_spec[_depth][2], f"FaceResNet-{_depth} (insightface r{_depth}).")
 
 #: Widths (stem, stage 1..4) of the ``-demo`` networks: a quarter of the usual ones.
 DEMO_CHANNELS = (16, 16, 32, 64, 128)
@@ -326,27 +333,15 @@ DEMO_CHANNELS = (16, 16, 32, 64, 128)
 #: Units per stage of the ``-demo`` networks (their widths are :data:`DEMO_CHANNELS`).
 DEMO_LAYERS = {"faceresnet18-demo": (2, 2, 2, 2), "faceresnet10-demo": (1, 1, 1, 1)}
 
+faceresnet18_demo = _spec_factory(
+    "faceresnet18-demo", DEMO_LAYERS["faceresnet18-demo"], DEMO_CHANNELS,
+    "FaceResNet-18 at a quarter of the width (channels 16-16-32-64-128); 0.77 M parameters "
+    "at 32x32.")
 
-@MODELS.register("faceresnet18-demo")
-def faceresnet18_demo(**kwargs):
-    """FaceResNet-18 at a quarter of the width (channels 16-16-32-64-128), uninitialised.
-
-    0.77 M parameters at 32x32.  Keywords as :class:`FaceResNet` (emb_size,
-    use_dropout, act_type, output, image_size, in_channels).
-    """
-    return FaceResNet(BasicBlockV3, list(DEMO_LAYERS["faceresnet18-demo"]),
-                      list(DEMO_CHANNELS), **kwargs)
-
-
-@MODELS.register("faceresnet10-demo")
-def faceresnet10_demo(**kwargs):
-    """One residual unit per stage at a quarter of the width (channels 16-16-32-64-128).
-
-    The default training job's backbone: 1 + 4 x 2 convolutions and the
-    embedding layer, 0.45 M parameters at 32x32, twice as fast per image as
-    ``faceresnet18-demo`` on a CPU, where such small layers are bound by the
-    number of operators rather than by arithmetic.  Keywords as
-    :class:`FaceResNet`.
-    """
-    return FaceResNet(BasicBlockV3, list(DEMO_LAYERS["faceresnet10-demo"]),
-                      list(DEMO_CHANNELS), **kwargs)
+faceresnet10_demo = _spec_factory(
+    "faceresnet10-demo", DEMO_LAYERS["faceresnet10-demo"], DEMO_CHANNELS,
+    "One residual unit per stage at a quarter of the width (channels 16-16-32-64-128): the "
+    "default training job's backbone, 1 + 4 x 2 convolutions and the embedding layer, "
+    "0.45 M parameters at 32x32; on a CPU such small layers are bound by the number of "
+    "operators rather than by arithmetic, so it is about twice as fast per image as "
+    "faceresnet18-demo.")

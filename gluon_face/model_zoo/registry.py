@@ -17,9 +17,10 @@ from .._registry import Registry
 MODELS = Registry("model")
 
 #: Keywords every registered model accepts (those of :class:`FaceResNet` after
-#: the spec, plus gluon's ``prefix`` / ``params``).
+#: the spec, gluon's ``prefix`` / ``params``, and ``layers`` / ``channels``, which
+#: replace the spec's units per stage and widths).
 MODEL_KEYWORDS = ("emb_size", "use_dropout", "act_type", "output", "image_size",
-                  "in_channels", "prefix", "params")
+                  "in_channels", "prefix", "params", "layers", "channels")
 
 
 def get_model(name, **kwargs):
@@ -32,7 +33,10 @@ def get_model(name, **kwargs):
     **kwargs
         ``emb_size`` (default 512), ``use_dropout`` (False), ``act_type``
         ('prelu' or 'relu'), ``output`` ('E'), ``image_size`` (112, or
-        (H, W); multiples of 16), ``in_channels`` (3), ``prefix``, ``params``.
+        (H, W); multiples of 16), ``in_channels`` (3), ``prefix``, ``params``;
+        ``layers`` (units per stage, e.g. ``[1, 1, 1, 1]``) and ``channels``
+        (stem + one width per stage, e.g. ``[16, 16, 32, 64, 128]``) replace the
+        named network's.
 
     Returns
     -------

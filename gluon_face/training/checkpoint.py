@@ -64,34 +64,11 @@ class CheckpointError(ValueError):
 
 
 def build_backbone(name, **kwargs):
-    """Backbone ``name`` from the model zoo; ``channels=[...]`` / ``layers=[...]`` override
-    the widths / the units per stage of a FaceResNet.
-
-    ``channels`` (stem + one per stage, e.g. ``[16, 16, 32, 64, 128]``) and
-    ``layers`` (units per stage, e.g. ``[1, 1, 1, 1]``) build a
-    :class:`gluon_face.model_zoo.FaceResNet` from the named depth's spec with
-    those changed; other keywords go to ``get_model``.
-    """
+    """Backbone ``name`` from the model zoo: :func:`gluon_face.model_zoo.get_model`, the one
+    model factory (``channels=[...]`` / ``layers=[...]`` included)."""
     from ..model_zoo import get_model
 
-    kwargs = dict(kwargs)
-    channels = kwargs.pop("channels", None)
-    layers = kwargs.pop("layers", None)
-    if channels is None and layers is None:
-        return get_model(name, **kwargs)
-    from ..model_zoo import BasicBlockV3, FaceResNet, faceresnet_spec, list_models
-    from ..model_zoo.faceresnet import DEMO_CHANNELS, DEMO_LAYERS
-
-    specs = {"faceresnet%d" % d: spec for d, spec in faceresnet_spec.items()}
-    specs.update({n: (BasicBlockV3, list(units), list(DEMO_CHANNELS))
-                  for n, units in DEMO_LAYERS.items()})
-    if name not in list_models() or name not in specs:
-        raise ValueError(f"channels= and layers= only apply to faceresnet networks, not "
-                         f"{name!r}; valid names: {', '.join(list_models())}")
-    block, spec_layers, spec_channels = specs[name]
-    return FaceResNet(block, [int(n) for n in (spec_layers if layers is None else layers)],
-                      [int(c) for c in (spec_channels if channels is None else channels)],
-                      **kwargs)
+    return get_model(name, **kwargs)
 
 
 def _updaters(trainer):
