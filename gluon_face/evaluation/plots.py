@@ -394,7 +394,7 @@ def plot_target_logits(margins=None, path=None, title="target logit vs angle", n
     Parameters
     ----------
     margins : dict, optional
-        ``name -> (s, m, a, b)``; default :data:`MARGIN_PRESETS` (softmax/NormFace,
+        ``name -> (s, m, a, b)``; default :data:`MARGIN_PRESETS` (cosine/NormFace,
         SphereFace, CosFace, ArcFace and combined, all with ``s = 1``).
     path : str, optional
         Also write the figure there as PNG.

@@ -3,17 +3,48 @@
 Every head is an uninitialised :class:`mxnet.gluon.HybridBlock` called as
 ``head(embeddings (B, E), labels (B,)) -> logits (B, C)``; the cross-entropy is
 separate (:class:`SoftmaxCrossEntropyLoss`).  :func:`get_head` builds them by
-their ``--loss`` name.
+their ``--loss`` name.  :class:`Margin` is the angular margin apart from any
+class centres, and :data:`MARGIN_PRESETS` the one table of its named variants.
 """
-from .adacos import AdaCos, fixed_adacos_scale
-from .asoftmax import ASoftmax, asoftmax_lambda
-from .losses import CenterLoss, SoftmaxCrossEntropyLoss
-from .margin import MARGIN_PRESETS, ArcMarginBlock
-from .registry import get_head, head_keywords, list_heads
-from .softmax import L2Softmax, NormFace, SoftmaxBlock
+import importlib
+
+from .margins import MARGIN_PRESETS, Margin
+
+# Name -> module of this package that defines it.  gluon_face.evaluation, which is
+# plain numpy and must import without MXNet, takes the margin formula and presets
+# from .margins; importing any module of this package runs this file first, so the
+# MXNet heads are imported when one of their names is first looked up here.
+_LAZY = {
+    "ASoftmax": "asoftmax",
+    "asoftmax_lambda": "asoftmax",
+    "AdaCos": "adacos",
+    "fixed_adacos_scale": "adacos",
+    "ArcMarginBlock": "margin",
+    "CenterLoss": "losses",
+    "SoftmaxCrossEntropyLoss": "losses",
+    "L2Softmax": "softmax",
+    "NormFace": "softmax",
+    "SoftmaxBlock": "softmax",
+    "get_head": "registry",
+    "head_keywords": "registry",
+    "list_heads": "registry",
+}
 
 __all__ = [
     "ASoftmax", "AdaCos", "ArcMarginBlock", "CenterLoss", "L2Softmax", "MARGIN_PRESETS",
-    "NormFace", "SoftmaxBlock", "SoftmaxCrossEntropyLoss", "asoftmax_lambda",
+    "Margin", "NormFace", "SoftmaxBlock", "SoftmaxCrossEntropyLoss", "asoftmax_lambda",
     "fixed_adacos_scale", "get_head", "head_keywords", "list_heads",
 ]
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -3,9 +3,9 @@
 ===============  ===========================================================
 name             head
 ===============  ===========================================================
-softmax          :class:`SoftmaxBlock`, plain FC logits (not the margin-free
-                 cosine preset of :class:`ArcMarginBlock`, also named softmax)
+softmax          :class:`SoftmaxBlock`, plain FC logits ``x W^T``
 normface         :class:`NormFace`, ``s * cos`` with optionally learned ``s``
+cosine           :class:`ArcMarginBlock` preset, ``s * cos`` (no margin)
 l2softmax        :class:`L2Softmax`, features rescaled to norm ``alpha`` + FC
 sphereface       :class:`ArcMarginBlock` preset, ``cos(1.35 theta)``
 asoftmax         :class:`ASoftmax`, SphereFace's psi(theta) with integer m
@@ -15,6 +15,8 @@ combined         :class:`ArcMarginBlock` preset, ``cos(theta + 0.3) - 0.2``
 adacos           :class:`AdaCos`, dynamic scale
 fixed-adacos     :class:`AdaCos`, fixed scale ``sqrt(2) ln(C-1)``
 ===============  ===========================================================
+
+The :class:`ArcMarginBlock` presets come from :data:`~gluon_face.heads.MARGIN_PRESETS`.
 """
 import inspect
 
@@ -22,13 +24,13 @@ from .._registry import Registry
 from .adacos import AdaCos
 from .asoftmax import ASoftmax
 from .margin import ArcMarginBlock
+from .margins import MARGIN_PRESETS, Margin
 from .softmax import L2Softmax, NormFace, SoftmaxBlock
 
 HEADS = Registry("head")
 
 #: Keywords every head passes on to :class:`mxnet.gluon.HybridBlock`.
 _BLOCK_KW = ("prefix", "params")
-_MARGIN_KW = ("margin_s", "margin_m", "margin_a", "margin_b", "easy_margin")
 
 
 def _constructor_keywords(cls):
@@ -36,6 +38,10 @@ def _constructor_keywords(cls):
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return tuple(p.name for p in inspect.signature(cls.__init__).parameters.values()
                  if p.kind in kinds and p.name not in skip)
+
+
+#: Keywords of the ArcMarginBlock presets: the margin's.
+_MARGIN_KW = _constructor_keywords(Margin)
 
 
 def _register(name, build, accepted):
@@ -65,8 +71,11 @@ _register("softmax", SoftmaxBlock, _constructor_keywords(SoftmaxBlock))
 _register("normface", NormFace, _constructor_keywords(NormFace))
 _register("l2softmax", L2Softmax, _constructor_keywords(L2Softmax))
 _register("asoftmax", ASoftmax, _constructor_keywords(ASoftmax))
-for _name in ("sphereface", "cosface", "arcface", "combined"):
-    _register(_name, _preset(_name), _MARGIN_KW)
+# Every margin preset is a head under its own name, except normface, registered above as
+# NormFace (the same logits, and it can also learn s).
+for _name in MARGIN_PRESETS:
+    if _name not in HEADS:
+        _register(_name, _preset(_name), _MARGIN_KW)
 _register("adacos", lambda e, c, **kw: AdaCos(e, c, dynamic=True, **kw), ())
 _register("fixed-adacos", lambda e, c, **kw: AdaCos(e, c, dynamic=False, **kw), ())
 

@@ -3,8 +3,8 @@ import math
 
 import numpy as onp
 
-from ..heads import MARGIN_PRESETS
 from ..heads._utils import check_real
+from ..heads.margins import MARGIN_PRESETS, resolve_preset
 from .sharded import ShardedMarginHead
 
 
@@ -87,9 +87,11 @@ def get_parallel_head(loss, emb_size, num_classes, ctx_list=None, sample_rate=1.
     ----------
     loss : str
         A margin preset of :data:`~gluon_face.heads.MARGIN_PRESETS`: ``arcface``,
-        ``cosface``, ``sphereface``, ``combined``, ``normface`` or ``softmax``
-        (there the margin-free *cosine* softmax ``s cos(theta)``, not the plain
-        fully connected :class:`~gluon_face.heads.SoftmaxBlock` of the registry).
+        ``cosface``, ``sphereface``, ``combined``, or the margin-free scaled
+        cosine ``s cos(theta)``, ``cosine`` (also ``normface``).  ``softmax``,
+        this cosine head's former name, still works with a ``DeprecationWarning``
+        (it is otherwise the plain fully connected
+        :class:`~gluon_face.heads.SoftmaxBlock`, which has no parallel form).
     emb_size, num_classes, ctx_list
         As :class:`ShardedMarginHead`.
     sample_rate : float, default 1.0
@@ -104,9 +106,11 @@ def get_parallel_head(loss, emb_size, num_classes, ctx_list=None, sample_rate=1.
     ShardedMarginHead or PartialFC
         Uninitialised.
     """
-    if loss not in MARGIN_PRESETS:
+    try:
+        loss = resolve_preset(loss)
+    except ValueError:
         valid = ", ".join(sorted(MARGIN_PRESETS))
-        raise ValueError(f"loss {loss!r} has no model-parallel head; valid: {valid}")
+        raise ValueError(f"loss {loss!r} has no model-parallel head; valid: {valid}") from None
     rate = check_real("sample_rate", sample_rate, low=0.0, high=1.0, low_open=True)
     if rate == 1.0:
         return ShardedMarginHead.from_preset(loss, emb_size, num_classes, ctx_list, **kwargs)

@@ -9,9 +9,8 @@ from mxnet.util import use_np
 
 from .._io import atomic_path
 from .._mxnet import error_message
-from ..heads import ArcMarginBlock
 from ..heads._utils import check_positive_int, check_real, l2_normalize
-from ..heads.margin import preset_kwargs
+from ..heads.margins import Margin, preset_kwargs
 
 #: Parameter-file key of the class centres, the same as :class:`ArcMarginBlock`'s.
 WEIGHT_KEY = "fc7_weight"
@@ -66,7 +65,7 @@ def _state_map(state, fn):
 
 
 class ShardedMarginHead:
-    r"""Model-parallel :class:`~gluon_face.heads.ArcMarginBlock` + softmax cross-entropy.
+    r"""Model-parallel margin head + softmax cross-entropy: sharded centres and a Margin.
 
     The class-centre matrix :math:`W` (C, E) is split by rows into
     ``len(ctx_list)`` contiguous shards, one per context (shard :math:`k` holds
@@ -91,7 +90,7 @@ class ShardedMarginHead:
     shards and handed back, split per data context, for the backbone's
     backward pass.  The result equals one ``ArcMarginBlock`` with the same
     margins followed by ``SoftmaxCrossEntropyLoss`` on one device (same
-    formulas: the margin is ``ArcMarginBlock.target_logit``, including its
+    formulas: both apply a :class:`~gluon_face.heads.Margin`, including its
     fallback past :math:`\pi`).
 
     The head owns its optimizer (a :mod:`mxnet.optimizer` one, as a Gluon
@@ -123,8 +122,9 @@ class ShardedMarginHead:
     ctx_list : list of Context or Context, default ``[mx.cpu()]``
         Contexts holding the shards (GPUs, or CPU contexts standing in for them).
     margin_s, margin_m, margin_a, margin_b, easy_margin
-        As :class:`~gluon_face.heads.ArcMarginBlock` (``s``, additive angular
-        ``m`` in radians, multiplicative ``a``, additive cosine ``b``).
+        The :class:`~gluon_face.heads.Margin` (``s``, additive angular ``m`` in
+        radians, multiplicative ``a``, additive cosine ``b``), as for
+        :class:`~gluon_face.heads.ArcMarginBlock`.
     ls_eps : float, default 0.0
         Label smoothing of the cross-entropy, as
         :class:`~gluon_face.heads.SoftmaxCrossEntropyLoss`.
@@ -133,6 +133,8 @@ class ShardedMarginHead:
     ----------
     shards : list
         Per context: ``ctx``, ``offset``, ``size``, ``weight`` (C_k, E).
+    margin : Margin
+        The scale and margins.
     """
 
     def __init__(self, emb_size, num_classes, ctx_list=None, margin_s=64.0, margin_m=0.5,
@@ -152,15 +154,8 @@ class ShardedMarginHead:
             raise ValueError(f"num_classes={num_classes} is smaller than the number of "
                              f"contexts ({len(ctx_list)})")
         self.ls_eps = check_real("ls_eps", ls_eps, low=0.0, high=1.0, high_open=True)
-        # The single-device head is the reference: it validates the margins and
-        # provides the target-logit formula.  Its own parameter is never used.
-        self.margin = ArcMarginBlock(self.emb_size, self.num_classes, margin_s=margin_s,
-                                     margin_m=margin_m, margin_a=margin_a, margin_b=margin_b,
-                                     easy_margin=easy_margin)
-        self.margin_s = self.margin.margin_s
-        m = self.margin
-        self._no_margin = (m.margin_a == 1.0 and m.margin_m == 0.0 and m.margin_b == 0.0
-                           and not m.easy_margin)
+        self.margin = Margin(margin_s=margin_s, margin_m=margin_m, margin_a=margin_a,
+                             margin_b=margin_b, easy_margin=easy_margin)
         self.ctx_list = ctx_list
         self.shards = []
         offset = 0
@@ -174,9 +169,16 @@ class ShardedMarginHead:
     def from_preset(cls, name, emb_size, num_classes, ctx_list=None, **overrides):
         """Build with the margins of ``MARGIN_PRESETS[name]`` (arcface, cosface, ...).
 
-        ``ValueError`` listing the presets when ``name`` is unknown.
+        A deprecated name (``softmax``, now ``cosine``) warns with a
+        ``DeprecationWarning`` and builds its successor.  ``ValueError`` listing
+        the presets when ``name`` is unknown.
         """
-        return cls(emb_size, num_classes, ctx_list=ctx_list, **preset_kwargs(name, **overrides))
+        return cls(emb_size, num_classes, ctx_list=ctx_list, **preset_kwargs(name, overrides))
+
+    @property
+    def margin_s(self):
+        """Scale s of the margin."""
+        return self.margin.margin_s
 
     # ------------------------------------------------------------------ weights
     @property
@@ -312,18 +314,12 @@ class ShardedMarginHead:
         """Margin logits (B, n) of embeddings ``x`` against rows ``w`` (n, E).
 
         ``y`` (B,) float32 holds the column of each sample's class, or -1 when
-        the class is not among ``w``'s rows (one_hot is then all zero).  The
-        same operations, in the same order, as ``ArcMarginBlock.hybrid_forward``.
+        the class is not among ``w``'s rows (no target logit in that row).
         """
         F = mx.nd
         cos = npx.fully_connected(l2_normalize(F, x), l2_normalize(F, w), no_bias=True,
                                   num_hidden=w.shape[0])
-        if self._no_margin:
-            return cos * self.margin_s
-        one_hot = npx.one_hot(y, w.shape[0])
-        target = self.margin.target_logit(F, npx.pick(cos, y, axis=1))
-        logits = cos * (1.0 - one_hot) + one_hot * np.expand_dims(target, axis=1)
-        return logits * self.margin_s
+        return self.margin.logits(F, cos, y, w.shape[0])
 
     def _check_inputs(self, embeddings, labels):
         embeddings = _as_list(embeddings, "embeddings")

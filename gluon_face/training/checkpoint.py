@@ -489,19 +489,24 @@ def load_model(path, ctx=None):
     head : mxnet.gluon.HybridBlock
         ``(emb, labels) -> logits (B, num_classes)``.  For a model-parallel
         checkpoint, the single-device :class:`~gluon_face.heads.ArcMarginBlock`
-        with the same margins (for ``softmax``/``normface``: the cosine-softmax
-        preset that the parallel head trains), holding all the class centres.
+        with the same margins (for ``cosine``/``normface`` and the deprecated
+        ``softmax``: the ``cosine`` preset that the parallel head trains),
+        holding all the class centres.
     state : dict
         The checkpoint's ``state.json`` (plus ``folder``).
     """
     import mxnet as mx
 
     from ..heads import ArcMarginBlock, get_head
+    from ..heads.margins import DEPRECATED_PRESETS
 
     state = load_checkpoint_state(path)
     folder = state["folder"]
     ctx = mx.cpu() if ctx is None else ctx
     head_spec = state["head"]
+    if head_spec.get("parallel"):
+        name = DEPRECATED_PRESETS.get(head_spec["name"], head_spec["name"])  # older checkpoints
+        head_spec = dict(head_spec, name=name)
     build_head = ArcMarginBlock.from_preset if head_spec.get("parallel") else get_head
     try:
         backbone = build_backbone(state["model"]["name"], **state["model"].get("kwargs", {}))

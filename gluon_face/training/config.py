@@ -92,9 +92,9 @@ class TrainConfig:
     # ---------------------------------------------------------------- head and loss
     loss: str = _opt("cosface", "head name (gluon_face.heads.list_heads())")
     margin_s: Optional[float] = _opt(
-        16.0, "scale s of the heads that have a fixed one (normface, sphereface, cosface, "
-              "arcface, combined; null: the head's own, 64 for the margin heads); the heads "
-              "without one (softmax, l2softmax, asoftmax, adacos, fixed-adacos) ignore it")
+        16.0, "scale s of the heads that have a fixed one (cosine, normface, sphereface, "
+              "cosface, arcface, combined; null: the head's own, 64 for the margin heads); the "
+              "heads without one (softmax, l2softmax, asoftmax, adacos, fixed-adacos) ignore it")
     margin_m: Optional[float] = _opt(None, "additive angular margin m, radians")
     margin_a: Optional[float] = _opt(None, "multiplicative angular margin a")
     margin_b: Optional[float] = _opt(None, "additive cosine margin b")
@@ -108,8 +108,8 @@ class TrainConfig:
     model_parallel: bool = _opt(
         False, "shard the class centres over the --ctx devices (gluon_face.parallel."
                "ShardedMarginHead: exact softmax across shards, the head's own optimizer); "
-               "margin losses only: arcface, combined, cosface, normface, softmax (cosine "
-               "softmax), sphereface")
+               "margin losses only: arcface, combined, cosface, cosine, normface, sphereface "
+               "(softmax: deprecated name of cosine)")
     sample_rate: float = _opt(
         1.0, "Partial FC: fraction in (0, 1] of each shard's class centres used per step "
              "(the batch's classes plus random negatives); below 1 implies --model-parallel, "

@@ -455,6 +455,10 @@ class FaceTrainer:
 
         cfg = self.config
         kwargs = dict(self.head_spec["kwargs"])
+        if cfg.loss == "softmax":  # the cosine head's former model-parallel name
+            self.log.warning("--loss softmax with --model-parallel is deprecated: it trains the "
+                             "margin-free cosine head, --loss cosine (at s = 64: softmax "
+                             "ignores --margin-s)")
         try:
             return get_parallel_head(cfg.loss, cfg.emb_size, self.num_classes,
                                      ctx_list=self.ctx, sample_rate=cfg.sample_rate,

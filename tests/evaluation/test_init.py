@@ -33,6 +33,7 @@ def test_evaluation_needs_no_mxnet_and_no_pyplot(tmp_path):
         ev.dunn_index(rng.randn(10, 2), [0, 1] * 5)
         ev.plot_roc(r, path={str(tmp_path / "roc.png")!r})
         ev.plot_embeddings(rng.randn(10, 2), [0, 1] * 5)
+        ev.plot_target_logits()  # the heads' margin presets and formula, MXNet-free
         bad = sorted(m for m in sys.modules
                      if m.split(".")[0] == "mxnet" or m == "matplotlib.pyplot")
         assert not bad, bad

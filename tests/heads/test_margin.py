@@ -167,7 +167,7 @@ def test_gradients_finite_at_edges(ctx, name, kw):
         assert onp.isfinite(head.fc7_weight.grad(ctx).asnumpy()).all()
 
 
-@pytest.mark.parametrize("name", ["arcface", "sphereface", "combined", "cosface", "softmax"])
+@pytest.mark.parametrize("name", ["arcface", "sphereface", "combined", "cosface", "cosine"])
 def test_gradients_match_finite_differences(ctx, name):
     kw = dict(MARGIN_PRESETS[name], margin_s=16.0)
     rng = onp.random.RandomState(3)
@@ -229,12 +229,12 @@ def test_book_formula_turns_back_up(ctx):
 
 def test_fallback_constants_match_insightface():
     m = 0.5
-    head = ArcMarginBlock(8, 5, margin_m=m)
-    assert head._th == math.cos(math.pi - m)
-    assert head._mm == math.sin(math.pi - m) * m
+    margin = ArcMarginBlock(8, 5, margin_m=m).margin
+    assert margin._th == math.cos(math.pi - m)
+    assert margin._mm == math.sin(math.pi - m) * m
     # and the generalisation reduces to them at a = 1
     theta_star = (math.pi - m) / 1.0
-    assert math.isclose(math.sin(theta_star) * (math.pi - theta_star), head._mm, rel_tol=1e-12)
+    assert math.isclose(math.sin(theta_star) * (math.pi - theta_star), margin._mm, rel_tol=1e-12)
 
 
 def test_easy_margin(ctx):
@@ -265,18 +265,18 @@ def test_arcface_matches_seed_arcmarginproduct(ctx, easy_margin):
 
 def test_cosface_is_scaled_cosine_minus_b(ctx):
     X, W, Y, _ = edge_inputs()
-    cos = forward_numpy(make_head(ctx, W, **dict(MARGIN_PRESETS["softmax"], margin_s=1.0)),
+    cos = forward_numpy(make_head(ctx, W, **dict(MARGIN_PRESETS["cosine"], margin_s=1.0)),
                         X, Y, ctx)
     got = forward_numpy(make_head(ctx, W, **MARGIN_PRESETS["cosface"]), X, Y, ctx)
     one_hot = onp.eye(C)[Y.astype(int)]
     onp.testing.assert_allclose(got, 64.0 * (cos - 0.35 * one_hot), rtol=1e-6, atol=1e-5)
 
 
-def test_softmax_and_normface_presets_are_scaled_cosine(ctx):
+def test_cosine_and_normface_presets_are_scaled_cosine(ctx):
     X, W, Y, _ = edge_inputs()
     xn = X / onp.linalg.norm(X, axis=1, keepdims=True)
     wn = W / onp.linalg.norm(W, axis=1, keepdims=True)
-    for name in ("softmax", "normface"):
+    for name in ("cosine", "normface"):
         got = forward_numpy(make_head(ctx, W, **MARGIN_PRESETS[name]), X, Y, ctx)
         onp.testing.assert_allclose(got, 64.0 * xn @ wn.T, rtol=1e-5, atol=1e-4)
 
@@ -293,7 +293,7 @@ def test_hybridized_equals_imperative(ctx, name, kw):
 
 # ---------------------------------------------------------------- API, presets, defects
 def test_presets():
-    assert set(MARGIN_PRESETS) == {"softmax", "normface", "sphereface", "cosface", "arcface",
+    assert set(MARGIN_PRESETS) == {"cosine", "normface", "sphereface", "cosface", "arcface",
                                    "combined"}
     assert all(p["margin_s"] == 64.0 for p in MARGIN_PRESETS.values())
     head = ArcMarginBlock.from_preset("sphereface", 8, 5)
@@ -335,7 +335,7 @@ def test_book_call_no_print_no_self_init(capsys):
 
 
 def test_no_nan_where_book_head_fails(ctx):
-    """Design notes: norms ~30 and parallel vectors gave NaN logits in the book's head."""
+    """Norms ~30 and parallel vectors: the inputs that gave NaN logits in the book's head."""
     W = onp.random.normal(size=(C, E)).astype(onp.float32)
     W *= 30.0 / onp.linalg.norm(W, axis=1, keepdims=True)
     X = W[[0, 1, 2]] * 1.0

@@ -18,8 +18,8 @@ from gluon_face.heads import (
 )
 
 E, C, B = 16, 20, 6
-NAMES = ["adacos", "arcface", "asoftmax", "combined", "cosface", "fixed-adacos", "l2softmax",
-         "normface", "softmax", "sphereface"]
+NAMES = ["adacos", "arcface", "asoftmax", "combined", "cosface", "cosine", "fixed-adacos",
+         "l2softmax", "normface", "softmax", "sphereface"]
 
 
 def test_names():
@@ -86,12 +86,12 @@ def test_hybridized_equals_imperative(ctx, name):
 def test_classes():
     expect = {"softmax": SoftmaxBlock, "normface": NormFace, "l2softmax": L2Softmax,
               "asoftmax": ASoftmax, "adacos": AdaCos, "fixed-adacos": AdaCos,
-              "sphereface": ArcMarginBlock, "cosface": ArcMarginBlock,
+              "cosine": ArcMarginBlock, "sphereface": ArcMarginBlock, "cosface": ArcMarginBlock,
               "arcface": ArcMarginBlock, "combined": ArcMarginBlock}
     for name, cls in expect.items():
         assert type(get_head(name, E, C)) is cls
     assert get_head("adacos", E, C).dynamic and not get_head("fixed-adacos", E, C).dynamic
-    for name in ("sphereface", "cosface", "arcface", "combined"):
+    for name in ("cosine", "sphereface", "cosface", "arcface", "combined"):
         head = get_head(name, E, C)
         preset = MARGIN_PRESETS[name]
         assert (head.margin_s, head.margin_m, head.margin_a, head.margin_b) == (

@@ -1,4 +1,6 @@
 """Partial FC: sampling invariants, untouched unsampled rows, equality with the full head."""
+import warnings
+
 import mxnet as mx
 import numpy as onp
 import pytest
@@ -147,8 +149,30 @@ def test_get_parallel_head():
                                 margin_s=32.0)
     assert isinstance(sampled, PartialFC) and sampled.sample_rate == 0.3
     assert sampled.margin.margin_s == 32.0 and sampled.margin.margin_m == 0.5
-    with pytest.raises(ValueError, match="no model-parallel head; valid: arcface"):
+    with pytest.raises(ValueError, match="no model-parallel head; valid: arcface, combined, "
+                                         "cosface, cosine, normface, sphereface$"):
         get_parallel_head("adacos", 8, 10)
+
+
+@pytest.mark.parametrize("sample_rate", [1.0, 0.5])
+def test_get_parallel_head_softmax_is_deprecated_cosine(ref, rng, sample_rate):
+    """The former name of the cosine head warns and trains the very same head."""
+    with pytest.warns(DeprecationWarning, match="use 'cosine'") as rec:
+        old = get_parallel_head("softmax", 8, 10, CPUS[:2], sample_rate=sample_rate, seed=4)
+    assert len(rec) == 1 and rec[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = get_parallel_head("cosine", 8, 10, CPUS[:2], sample_rate=sample_rate, seed=4)
+    assert type(old) is type(new) and old.margin == new.margin
+    assert old.margin.margin_free and old.margin.margin_s == 64.0
+    new.initialize()
+    old.initialize()
+    old.set_weight(new.weight())
+    x, y = ref.hard_batch(new.weight(), 6, rng)
+    (loss_old,), (grad_old,) = old.forward_backward(np.array(x), np.array(y))
+    (loss_new,), (grad_new,) = new.forward_backward(np.array(x), np.array(y))
+    onp.testing.assert_array_equal(loss_old.asnumpy(), loss_new.asnumpy())
+    onp.testing.assert_array_equal(grad_old.asnumpy(), grad_new.asnumpy())
 
 
 def test_adam_moments_of_unsampled_rows_untouched(ref, rng):

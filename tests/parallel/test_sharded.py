@@ -4,9 +4,9 @@ import math
 import mxnet as mx
 import numpy as onp
 import pytest
-from mxnet import np
+from mxnet import gluon, np
 
-from gluon_face.heads import MARGIN_PRESETS, ArcMarginBlock
+from gluon_face.heads import MARGIN_PRESETS, ArcMarginBlock, Margin
 from gluon_face.parallel import PartialFC, ShardedMarginHead
 
 #: Every margin preset: the README says the sharded head equals the single-device one for each.
@@ -229,3 +229,27 @@ def test_on_the_suite_contexts(ref, rng, ctx_list):
     _close(ref.cat(losses), exp_loss, what="loss")
     _close(ref.cat(grads), exp_xgrad, what="embedding gradient")
     _close(head.weight_grad(), exp_wgrad, what="centre gradient")
+
+
+def test_the_margin_is_a_margin_not_a_block():
+    """The head holds its centres in the shards and a Margin: no gluon block or parameter."""
+    head = ShardedMarginHead.from_preset("combined", 8, 10, CPUS[:2], margin_s=32.0)
+    assert head.margin == Margin.from_preset("combined", margin_s=32.0)
+    assert head.margin == ArcMarginBlock.from_preset("combined", 8, 10, margin_s=32.0).margin
+    assert head.margin_s == 32.0
+    head.initialize()
+    gluon_types = (gluon.Block, gluon.Parameter, gluon.ParameterDict)
+    for obj in [head, head.margin, *head.shards]:
+        for key, value in vars(obj).items():
+            assert not isinstance(value, gluon_types), f"{type(obj).__name__}.{key}"
+    arrays = [v for v in vars(head).values() if isinstance(v, (mx.nd.NDArray, np.ndarray))]
+    assert not arrays, "every array of the head lives in a shard"
+    assert sum(s.weight.size for s in head.shards) == 10 * 8
+
+
+def test_softmax_preset_is_deprecated_cosine():
+    """Same logits: tests/parallel/test_partial_fc.py (through get_parallel_head)."""
+    with pytest.warns(DeprecationWarning, match="use 'cosine'") as rec:
+        old = ShardedMarginHead.from_preset("softmax", 8, 10, CPUS[:2])
+    assert rec[0].filename == __file__
+    assert old.margin == ShardedMarginHead.from_preset("cosine", 8, 10, CPUS[:2]).margin

@@ -9,6 +9,7 @@ import mxnet as mx
 import numpy as onp
 import pytest
 
+from gluon_face.commands import train
 from gluon_face.parallel import PartialFC, ShardedMarginHead
 from gluon_face.training import CheckpointError, ConfigError, FaceTrainer, TrainConfig, load_model
 from gluon_face.training.checkpoint import load_checkpoint_state
@@ -185,7 +186,7 @@ def test_loss_without_a_parallel_head_lists_the_valid_ones(make_config, loss):
         FaceTrainer(make_config(loss=loss, model_parallel=True))
     msg = str(info.value)
     assert "\n" not in msg and loss in msg
-    assert "arcface, combined, cosface, normface, softmax, sphereface" in msg
+    assert "arcface, combined, cosface, cosine, normface, sphereface" in msg
     with pytest.raises(ConfigError, match="valid: arcface"):
         FaceTrainer(make_config(loss=loss, sample_rate=0.5))
 
@@ -197,25 +198,13 @@ def test_model_parallel_refuses_dist_kvstores():
     assert not TrainConfig().parallel_head
 
 
-def _train_tool():
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))), "tools", "train.py")
-    spec = importlib.util.spec_from_file_location("train_tool_parallel", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_train_tool_flags(many_data, tmp_path, capsys):
-    tool = _train_tool()
     base = ["--data-dir", many_data, "--network", "faceresnet18", "--model-kwargs",
             "channels=[4,4,4,8,8]", "--emb-size", "8", "--batch-size", "8", "--epochs", "2",
             "--warmup-epochs", "0", "--no-hybridize", "--ctx", "cpu:0,1"]
     out = tmp_path / "cli"
-    code = tool.main(base + ["--output", str(out), "--loss", "arcface", "--sample-rate", "0.5",
-                             "--max-steps", "2"])
+    code = train.main(base + ["--output", str(out), "--loss", "arcface", "--sample-rate", "0.5",
+                              "--max-steps", "2"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "max_steps after 2 steps" in captured.out
@@ -227,9 +216,9 @@ def test_train_tool_flags(many_data, tmp_path, capsys):
             (["--sample-rate", "1.5"], r"sample_rate must be in (0, 1]"),
             (["--sample-rate", "0"], r"sample_rate must be in (0, 1]"),
             (["--model-parallel", "--loss", "adacos"],
-             "no model-parallel head; valid: arcface, combined, cosface, normface, softmax, "
+             "no model-parallel head; valid: arcface, combined, cosface, cosine, normface, "
              "sphereface")):
-        code = tool.main(base + ["--output", str(tmp_path / "bad")] + extra)
+        code = train.main(base + ["--output", str(tmp_path / "bad")] + extra)
         err = capsys.readouterr().err
         assert code == 2, err
         lines = err.strip().splitlines()
