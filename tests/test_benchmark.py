@@ -1,28 +1,24 @@
-"""tools/benchmark.py --quick end to end, and the measurement helpers of gluon_face.benchmark."""
-import importlib.util
+"""tools/benchmark.py --quick end to end, and the measurement helpers of gluon_face.benchmarks."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from gluon_face.benchmark import BACKBONE_MODES, TRAIN_MODES, backbone_gflop, summarize_times
+from gluon_face.benchmarks.backbones import BACKBONE_MODES, TRAIN_MODES, backbone_gflop
+from gluon_face.benchmarks.timing import summarize_times
+from gluon_face.commands import benchmark
 from gluon_face.model_zoo import get_model
 from gluon_face.model_zoo.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("tool_benchmark", ROOT / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "quick.json"
-    rc = load_tool().main(["--quick", "--json", str(out)])
+    rc = benchmark.main(["--quick", "--json", str(out)])
     return rc, json.loads(out.read_text())
 
 
@@ -54,7 +50,7 @@ def test_quick_run_writes_positive_numbers(quick):
 
 
 def test_quick_table_is_printed(tmp_path, capsys):
-    rc = load_tool().main(["--quick", "--networks", "none", "--head-classes", "500",
+    rc = benchmark.main(["--quick", "--networks", "none", "--head-classes", "500",
                            "--repeats", "1", "--warmup", "0"])
     out = capsys.readouterr().out
     assert rc == 0
@@ -81,8 +77,23 @@ def test_summarize_times():
 @pytest.mark.parametrize("argv", [["--modes", "int4"], ["--repeats", "0"],
                                   ["--head-classes", "ten"], ["--networks", "resnet9"]])
 def test_bad_arguments_fail_with_one_line(argv, capsys):
-    rc = load_tool().main(argv + ["--quick", "--head-classes", "100"] if argv[0] == "--networks"
+    rc = benchmark.main(argv + ["--quick", "--head-classes", "100"] if argv[0] == "--networks"
                           else argv)
     assert rc != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err and "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize("name", ["timing", "memory", "text"])
+def test_shared_modules_need_only_the_standard_library(name):
+    # tools/benchmark_torch.py loads these by path in a venv without numpy, MXNet or
+    # gluon_face: -I -S leaves only the standard library importable.
+    path = ROOT / "gluon_face" / "benchmarks" / f"{name}.py"
+    code = ("import importlib.util, sys; "
+            f"spec = importlib.util.spec_from_file_location('m', {str(path)!r}); "
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec)); "
+            "print(sorted({'numpy', 'mxnet', 'gluon_face'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

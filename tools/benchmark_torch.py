@@ -1,22 +1,25 @@
 """PyTorch peer of tools/benchmark.py: insightface's IR-ResNet and ArcFace head, same protocol.
 
 Runs in its own virtual environment (torch is not a dependency of gluon_face
-and never goes into the project's venv).  Set-up used for the numbers in the
-report of issue 7 (the CPU wheel found in the local wheel cache; no CUDA
-packages are pulled in; the pip constraints here cap torch at 2.14.1)::
+and never goes into the project's venv); the CPU-only build is enough and pulls
+in no CUDA packages::
 
-    python3.11 -m venv /work/torchvenv
-    /work/torchvenv/bin/pip install "torch==2.13.0+cpu" numpy
+    python3.11 -m venv ~/torchvenv
+    ~/torchvenv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu
+    ~/torchvenv/bin/pip install numpy
 
-On a machine without that wheel, ``pip install torch --index-url
-https://download.pytorch.org/whl/cpu`` gives the same CPU-only build.  Then::
+Then, from the root of the source tree::
 
-    OMP_NUM_THREADS=2 /work/torchvenv/bin/python tools/benchmark_torch.py
-    OMP_NUM_THREADS=2 /work/torchvenv/bin/python tools/benchmark_torch.py \\
+    OMP_NUM_THREADS=2 ~/torchvenv/bin/python tools/benchmark_torch.py
+    OMP_NUM_THREADS=2 ~/torchvenv/bin/python tools/benchmark_torch.py \\
         --networks faceresnet50 --repeats 5 --json torch.json
     # side by side with ours, interleaved repeat by repeat:
-    PYTHONPATH=. OMP_NUM_THREADS=2 /work/venv/bin/python tools/benchmark.py \\
-        --torch-python /work/torchvenv/bin/python --networks faceresnet50
+    OMP_NUM_THREADS=2 python tools/benchmark.py \\
+        --torch-python ~/torchvenv/bin/python --networks faceresnet50
+
+Neither gluon_face nor MXNet is installed in that venv: the timing, memory and
+table code shared with ours (``gluon_face/benchmarks/timing.py``, ``memory.py``
+and ``text.py``, standard library only) is loaded by its path in the source tree.
 
 The network is written here from insightface's description of ``iresnet``
 (not copied): stem conv3x3(64) + BN + PReLU; stages of IR units
@@ -27,7 +30,7 @@ Gluon declares it too) equals FaceResNet's: 43,590,848 for r50 and 24,025,600
 for r18 with a 512-d embedding at 112x112; the script prints it, and the
 multiply-accumulates per image counted with hooks.
 
-Protocol (as gluon_face.benchmark): batch 16 at 112x112, ``--warmup`` untimed
+Protocol (as gluon_face.benchmarks.backbones): batch 16 at 112x112, ``--warmup`` untimed
 steps per variant, then ``--repeats`` rounds in which every variant runs one
 timed step; medians with the min-max over repeats.  A training step is
 forward, an ArcFace head over ``--train-classes`` identities (1000, as ours),
@@ -47,7 +50,7 @@ on the B target cosines only (cos(t+m) = cos t cos m - sin t sin m, with its
 fallback past pi - m), scale 64, cross-entropy; forward + backward, timed in
 ``eager`` and, with ``compile`` among the modes, compiled.  ``logits`` is the
 same head without the cross-entropy, backward of the logits with a ones
-gradient: the protocol of gluon_face.benchmark.measure_head.
+gradient: the protocol of gluon_face.benchmarks.heads.measure_fused_head.
 
 ``--serve`` is the lock-step mode tools/benchmark.py drives: after set-up
 and warm-up it prints ``@@bench ready``, then runs one repeat per ``step``
@@ -55,13 +58,29 @@ line on stdin (``@@bench done``), and prints ``@@bench result <json>`` on
 ``finish``.  Logs go to stderr.
 """
 import argparse
+import importlib.util
 import json
 import math
 import os
-import resource
-import statistics
 import sys
 import time
+
+
+def _shared(name):
+    """``gluon_face/benchmarks/<name>.py`` of this source tree, loaded by its path."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "gluon_face", "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_benchmark_torch_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_timing, _memory, _text = _shared("timing"), _shared("memory"), _shared("text")
+timed, summarize_times = _timing.timed, _timing.summarize_times
+peak_rss_bytes, MIB = _memory.peak_rss_bytes, _memory.MIB
+comma_list, int_list, parse_or_status = _text.comma_list, _text.int_list, _text.parse_or_status
+text_table, describe_row = _text.text_table, _text.describe_row
 
 PREFIX = "@@bench"
 #: insightface's IR-ResNet units per stage.
@@ -76,19 +95,6 @@ BN_EPS = 1e-5  # insightface's PyTorch iresnet (its MXNet models use 2e-5)
 
 def _log(text):
     print(f"[{time.strftime('%H:%M:%S')}] torch: {text}", file=sys.stderr, flush=True)
-
-
-def peak_rss_mib():
-    """Peak resident set of this process so far, MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def summarize_times(times, work=1.0):
-    """Median and min-max of ``work / t`` and of ``t`` over step times ``times`` (s)."""
-    med = statistics.median(times)
-    return {"rate": work / med, "rate_min": work / max(times), "rate_max": work / min(times),
-            "step_s": med, "step_s_min": min(times), "step_s_max": max(times),
-            "repeats": len(times)}
 
 
 def build_modules():
@@ -194,12 +200,6 @@ def count_macs(net, x):
     return total[0]
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 class BackboneJob:
     """Set-up, warm-up and one-repeat steps of every variant of one network."""
 
@@ -234,13 +234,13 @@ class BackboneJob:
 
         if not args.no_embed:
             for mode in args.modes:
-                before = peak_rss_mib()
+                before = peak_rss_bytes() / MIB
                 self._warm(("embed", mode), self._embedder(mode, fresh, x), before)
         if not args.no_train:
             for mode in args.modes:
                 if mode not in TRAIN_MODES:
                     continue
-                before = peak_rss_mib()
+                before = peak_rss_bytes() / MIB
                 net = fresh(True, mode != "eager")
                 head = ArcFace(args.emb_size, args.train_classes)
                 opt = torch.optim.SGD(list(net.parameters()) + list(head.parameters()),
@@ -288,10 +288,10 @@ class BackboneJob:
         # compiled and traced variants specialise on the first calls: two untimed steps
         n = self.args.warmup + (1 if key[1] in ("jit", "compile", "compile-bf16") else 0)
         for i in range(max(n, 1)):
-            t = _timed(run)
+            t = timed(run)
             if i == 0:
                 _log(f"{self.name} {key[0]}/{key[1]}: first step {t:.1f} s")
-        self.rss[key] = peak_rss_mib()
+        self.rss[key] = peak_rss_bytes() / MIB
         self.added[key] = self.rss[key] - before
         self.steps[key] = run
         self.times = {k: [] for k in self.steps}
@@ -300,8 +300,8 @@ class BackboneJob:
         """One timed step of every variant; the step times (s)."""
         b = self.args.batch_size
         for key, run in self.steps.items():
-            self.times[key].append(_timed(run))
-            self.rss[key] = max(self.rss[key], peak_rss_mib())
+            self.times[key].append(timed(run))
+            self.rss[key] = max(self.rss[key], peak_rss_bytes() / MIB)
         _log(f"{self.name} repeat {len(next(iter(self.times.values())))}: " + ", ".join(
             f"{t}/{m} {b / v[-1]:.2f} img/s" for (t, m), v in self.times.items()))
 
@@ -344,7 +344,7 @@ class HeadJob:
             y = torch.randint(0, classes, (b,), generator=gen)
             torch.manual_seed(classes)
             for mode in modes:
-                before = peak_rss_mib()
+                before = peak_rss_bytes() / MIB
                 head = ArcFace(e, classes)
                 fn = torch.compile(head) if mode == "compile" else head
 
@@ -357,10 +357,10 @@ class HeadJob:
                         out.backward(torch.ones_like(out))
                 key = (classes, mode)
                 for i in range(max(args.warmup, 1) + (mode == "compile")):
-                    t = _timed(run)
+                    t = timed(run)
                     if i == 0:
                         _log(f"head C={classes} {mode}: first step {t:.2f} s")
-                self.rss[key] = peak_rss_mib()
+                self.rss[key] = peak_rss_bytes() / MIB
                 self.added[key] = self.rss[key] - before
                 self.steps[key], self.times[key] = run, []
 
@@ -368,8 +368,8 @@ class HeadJob:
         """One timed step of every variant (of ``classes`` only, if given)."""
         for key, run in self.steps.items():
             if classes is None or key[0] == classes:
-                self.times[key].append(_timed(run))
-                self.rss[key] = max(self.rss[key], peak_rss_mib())
+                self.times[key].append(timed(run))
+                self.rss[key] = max(self.rss[key], peak_rss_bytes() / MIB)
         _log("head " + ", ".join(f"C={c} {m} {v[-1]:.3f} s"
                                  for (c, m), v in self.times.items()
                                  if v and (classes is None or c == classes)))
@@ -393,29 +393,15 @@ class HeadJob:
         return rows
 
 
-def _list(text):
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _int_list(text):
-    try:
-        values = [int(float(v)) for v in _list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
-            from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
-    return values
-
-
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="benchmark_torch",
                                      description=__doc__.split("\n\n")[0],
                                      allow_abbrev=False)
-    parser.add_argument("--networks", type=_list, default=["faceresnet18", "faceresnet50"],
+    parser.add_argument("--networks", type=comma_list,
+                        default=["faceresnet18", "faceresnet50"],
                         help=f"comma-separated among {','.join(LAYERS)}; 'none' for the head "
                         "only (default faceresnet18,faceresnet50)")
-    parser.add_argument("--modes", type=_list, default=list(DEFAULT_MODES),
+    parser.add_argument("--modes", type=comma_list, default=list(DEFAULT_MODES),
                         help=f"comma-separated among {','.join(BACKBONE_MODES)} "
                         f"(default {','.join(DEFAULT_MODES)})")
     parser.add_argument("--batch-size", type=int, default=16, help="images per step (16)")
@@ -426,7 +412,7 @@ def _parse(argv):
     parser.add_argument("--no-embed", action="store_true", help="training only")
     parser.add_argument("--train-classes", type=int, default=1000,
                         help="identities of the training step's head (1000, as ours)")
-    parser.add_argument("--head-classes", type=_int_list, default=[10000, 100000],
+    parser.add_argument("--head-classes", type=int_list(), default=[10000, 100000],
                         help="class counts for the head, '' for none (default 10000,100000)")
     parser.add_argument("--head-batch", type=int, default=128, help="head batch (128)")
     parser.add_argument("--emb-size", type=int, default=512, help="embedding size (512)")
@@ -491,33 +477,16 @@ def serve(args):
 def format_table(rows):
     """Torch rows as an aligned text table."""
     head = ["workload", "task", "variant", "median (min-max)", "x", "GFLOP/s", "+RSS MiB"]
-    lines = []
-    for r in rows:
-        if r.get("workload") == "head":
-            name = f"arcface head C={r['num_classes']}"
-            value = f"{r['step_s']:.3f} s/step ({r['step_s_min']:.3f}-{r['step_s_max']:.3f})"
-            task = f"fwd+bwd B={r['batch_size']}" + ("" if r["cross_entropy"] else " no CE")
-            x = ""
-        else:
-            name = f"{r['network']} {r['image_size']}px"
-            value = (f"{r['images_s']:.2f} img/s ({r['images_s_min']:.2f}-"
-                     f"{r['images_s_max']:.2f})")
-            task, x = f"{r['task']} B={r['batch_size']}", f"{r['speedup']:.2f}"
-        lines.append([name, task, r["mode"], value, x, f"{r['gflops']:.1f}",
-                      f"{r['rss_added_mib']:.0f}"])
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
-           "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in lines]
-    return "\n".join(out)
+    lines = [describe_row(r) + ["" if r.get("workload") == "head" else f"{r['speedup']:.2f}",
+                                f"{r['gflops']:.1f}", f"{r['rss_added_mib']:.0f}"]
+             for r in rows]
+    return text_table(head, lines)
 
 
 def main(argv=None):
-    try:
-        args = _parse(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args, status = parse_or_status(_parse, argv)
+    if args is None:
+        return status
     try:
         import torch
     except ImportError as err:

@@ -1,8 +1,8 @@
 """The data-pipeline benchmark on a small synthetic file."""
 import numpy as np
 
+from gluon_face.benchmarks.data import benchmark_loader, default_worker_counts, make_synthetic_rec
 from gluon_face.data import FaceRecordDataset
-from gluon_face.data.benchmark import benchmark_loader, default_worker_counts, make_synthetic_rec
 
 
 def test_synthetic_rec_and_loader(tmp_path):

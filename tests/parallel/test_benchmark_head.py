@@ -1,21 +1,17 @@
-"""tools/benchmark_head.py and gluon_face.parallel.benchmark on tiny sizes."""
-import importlib.util
+"""tools/benchmark_head.py and gluon_face.benchmarks.heads on tiny sizes."""
 import json
-import os
 
 import pytest
 
-from gluon_face.parallel.benchmark import KINDS, measure_head, peak_rss_bytes, rss_bytes
-
-TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "benchmark_head.py")
+from gluon_face.benchmarks.heads import KINDS, measure_head
+from gluon_face.benchmarks.memory import peak_rss_bytes, rss_bytes
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("benchmark_head_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from gluon_face.commands import benchmark_head
+
+    return benchmark_head
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from ._image import encode_image, resize_image
-from .recordio import FaceRecordDataset, write_face_rec
-from .transforms import FaceTransform
+from ..data._image import encode_image, resize_image
+from ..data.recordio import FaceRecordDataset, write_face_rec
+from ..data.transforms import FaceTransform
 
 __all__ = ["make_synthetic_rec", "benchmark_loader", "default_worker_counts"]
 
