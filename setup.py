@@ -46,6 +46,23 @@ extras_require = {
 }
 extras_require["test"] = ["pytest", "ruff"] + extras_require["book"] + extras_require["onnx"]
 
+# Each command runs what tools/<name>.py runs: run() where the tool first makes SIGTERM and
+# Ctrl-C raise (main() alone, as tests call it in-process, leaves the signals alone), else main().
+console_scripts = [
+    "gluon-face-train = gluon_face.commands.train:main",
+    "gluon-face-evaluate = gluon_face.commands.evaluate:run",
+    "gluon-face-extract = gluon_face.commands.extract:run",
+    "gluon-face-export-onnx = gluon_face.commands.export_onnx:run",
+    "gluon-face-pack-rec = gluon_face.commands.pack_rec:main",
+    "gluon-face-inspect-rec = gluon_face.commands.inspect_rec:run",
+    "gluon-face-make-bin = gluon_face.commands.make_bin:run",
+    "gluon-face-count-params = gluon_face.commands.count_params:main",
+    "gluon-face-launch = gluon_face.commands.launch:main",
+    "gluon-face-benchmark = gluon_face.commands.benchmark:main",
+    "gluon-face-benchmark-data = gluon_face.commands.benchmark_data:main",
+    "gluon-face-benchmark-head = gluon_face.commands.benchmark_head:main",
+]
+
 setup(
     name="gluon_face",
     version="0.1.0",
@@ -58,6 +75,7 @@ setup(
     python_requires=">=3.8,<3.12",
     install_requires=install_requires,
     extras_require=extras_require,
+    entry_points={"console_scripts": console_scripts},
     classifiers=[
         "Programming Language :: Python :: 3.8",
         "Programming Language :: Python :: 3.9",

@@ -5,7 +5,7 @@ import os
 
 __all__ = ["error_line", "checkpoint_image_size", "text_table", "UsageError", "ToolParser",
            "positive_int", "non_negative_float", "int_between", "check_outputs", "Terminated",
-           "install_stop_signals", "stop_line"]
+           "install_stop_signals", "with_stop_signals", "stop_line"]
 
 
 class UsageError(ValueError):
@@ -184,6 +184,19 @@ def install_stop_signals():
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def with_stop_signals(main):
+    """``main`` as a program runs it: :func:`install_stop_signals`, then ``main()``.
+
+    For a command whose ``main(argv)`` reports Ctrl-C and SIGTERM but leaves the
+    handlers alone (tests call it in-process); ``tools/<name>.py`` and the
+    installed command both call the function returned.
+    """
+    def run():
+        install_stop_signals()
+        return main()
+    return run
 
 
 def stop_line(prog, err, detail=""):

@@ -1,97 +1,11 @@
 """Export a trained backbone to ONNX and check it against MXNet with onnxruntime.
 
-    python tools/export_onnx.py runs/r18 r18.onnx --batch-size 8
-
-The model takes "data", a (B, 3, H, W) float32 batch of RGB images normalised as
-(pixel - 127.5) / 128, and returns (B, D) embeddings (not normalised).  The file
-is written only if onnxruntime reproduces MXNet's embeddings on random inputs
-within --atol (max absolute difference); otherwise the exit status is non-zero.
-Needs onnx<1.18 and onnxruntime.
-
-Exit status: 0 written, 1 the export or the check failed (or the checkpoint is
-unreadable), 2 bad arguments (one line on stderr, nothing written): --atol not a
-finite number >= 0, --batch-size or --trials below 1, or an output that would
-overwrite the checkpoint or lie inside its folder.
+The command lives in :mod:`gluon_face.commands.export_onnx` and is also installed as
+``gluon-face-export-onnx``; ``--help`` gives its usage.
 """
-import os
 import sys
 
-# The reference run binds an MXNet executor, which would announce its MKLDNN
-# subgraph backend on stderr once per bind.
-os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
-
-from mxnet.base import MXNetError  # noqa: E402
-
-from gluon_face._cli import (  # noqa: E402
-    ToolParser,
-    check_outputs,
-    checkpoint_image_size,
-    error_line,
-    install_stop_signals,
-    non_negative_float,
-    positive_int,
-    stop_line,
-)
-from gluon_face.export import OnnxMismatchError, export_onnx  # noqa: E402
-from gluon_face.training.embed import parse_ctx  # noqa: E402
-
-
-def _error(err, code=2):
-    print(error_line("export_onnx", err), file=sys.stderr)
-    return code
-
-
-def _parse(argv):
-    parser = ToolParser(
-        prog="export_onnx", description=__doc__.split("\n\n")[0], allow_abbrev=False,
-        epilog="Exit status: 0 written, 1 the export or its check failed (or the checkpoint "
-        "is unreadable), 2 bad arguments (also an output inside the checkpoint folder), "
-        "130 Ctrl-C.")
-    parser.add_argument("checkpoint", help="checkpoint folder or prefix (training's output)")
-    parser.add_argument("out", help="output .onnx file (not inside the checkpoint folder)")
-    parser.add_argument("--batch-size", type=positive_int, default=1,
-                        help="fixed batch dimension of the exported graph (default 1)")
-    parser.add_argument("--ctx", default="cpu",
-                        help="device of the MXNet reference run: cpu or gpu:N (default cpu)")
-    parser.add_argument("--atol", type=non_negative_float, default=1e-4,
-                        help="largest allowed max |onnx - mxnet|, a finite number >= 0 "
-                             "(default 1e-4)")
-    parser.add_argument("--trials", type=positive_int, default=3,
-                        help="random batches compared (default 3)")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = _parse(argv)
-    try:
-        from gluon_face.training.checkpoint import load_model, resolve_checkpoint
-
-        check_outputs([args.out], [resolve_checkpoint(args.checkpoint)])
-        ctx_list = parse_ctx(args.ctx)
-        if len(ctx_list) != 1:
-            raise ValueError(f"--ctx {args.ctx}: export runs on one device")
-        net, _head, state = load_model(args.checkpoint, ctx=ctx_list)
-        report = export_onnx(net, args.out, checkpoint_image_size(state),
-                             batch_size=args.batch_size, ctx=ctx_list[0], atol=args.atol,
-                             trials=args.trials)
-    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
-        line, code = stop_line("export_onnx", err, 'nothing written')
-        print(line, file=sys.stderr)
-        return code
-    except OnnxMismatchError as err:  # the export's own check failed
-        return _error(err, code=1)
-    except (ValueError, OSError, ImportError, MXNetError) as err:
-        return _error(err)
-    renamed = ", ".join(f"{k} x{v}" for k, v in sorted(report["renamed_ops"].items())) or "none"
-    print(f"wrote {report['path']}: input {report['input_name']} {report['input_shape']} "
-          f"-> {report['output_shape']}")
-    print(f"numpy ops renamed to legacy: {renamed} "
-          f"(graph change max |diff| = {report['rewrite_max_abs_diff']:.3g})")
-    print(f"onnxruntime vs MXNet on {args.trials} random batches: "
-          f"max |diff| / max(1, max |y|) = {report['max_abs_diff']:.3g} (atol {args.atol:g})")
-    return 0
-
+from gluon_face.commands.export_onnx import run
 
 if __name__ == "__main__":
-    install_stop_signals()
-    sys.exit(main())
+    sys.exit(run())

@@ -1,14 +1,10 @@
 """Fixtures of the data tests: image folders and record files made in tmp_path."""
-import importlib.util
-import os
+import importlib
 
 import numpy as np
 import pytest
 
 from gluon_face.data._image import encode_image
-
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__)))), "tools")
 
 
 def colour_image(label, index, size=(24, 20)):
@@ -50,13 +46,9 @@ def image_folder(tmp_path):
 
 @pytest.fixture
 def tool():
-    """``tool('pack_rec')`` -> the module of ``tools/pack_rec.py``."""
+    """``tool('pack_rec')`` -> :mod:`gluon_face.commands.pack_rec`."""
     def load(name):
-        spec = importlib.util.spec_from_file_location("tool_" + name,
-                                                      os.path.join(TOOLS, name + ".py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+        return importlib.import_module("gluon_face.commands." + name)
     return load
 
 

@@ -8,6 +8,7 @@ MXNet, so the independent cases of a test run side by side; the checks of argume
 parsing alone run in this process at the end.
 """
 import concurrent.futures
+import importlib
 import importlib.util
 import os
 import signal
@@ -55,7 +56,13 @@ def _side_by_side(run_tool, *calls):
 
 
 def _load(name):
-    """The module of ``tools/<name>.py``, for what needs no process of its own."""
+    """The module of command ``name``, for what needs no process of its own.
+
+    tools/benchmark_torch.py is no command: it runs in a venv of its own, without
+    gluon_face, so it is loaded from its file.
+    """
+    if name != "benchmark_torch":
+        return importlib.import_module(f"gluon_face.commands.{name}")
     spec = importlib.util.spec_from_file_location(f"fault_tool_{name}",
                                                   os.path.join(ROOT, "tools", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)

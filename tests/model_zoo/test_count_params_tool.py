@@ -1,19 +1,9 @@
-"""tools/count_params.py, called through its main(argv)."""
-import importlib.util
-import os
+"""gluon_face.commands.count_params (tools/count_params.py), called through its main(argv)."""
 import re
 
 import pytest
 
-TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "count_params.py")
-
-
-@pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("count_params_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from gluon_face.commands import count_params
 
 
 def _rows(text):
@@ -27,9 +17,9 @@ def _rows(text):
     return rows
 
 
-def test_exercise_table(tool, capsys):
-    assert tool.main(["--network", "faceresnet50", "--emb-size", "512",
-                      "--num-classes", "85742"]) == 0
+def test_exercise_table(capsys):
+    assert count_params.main(["--network", "faceresnet50", "--emb-size", "512",
+                              "--num-classes", "85742"]) == 0
     out = capsys.readouterr().out
     rows = _rows(out)
     for name in ["stem", "stage1", "stage2", "stage3", "stage4", "output", "head arcface",
@@ -46,9 +36,10 @@ def test_exercise_table(tool, capsys):
     assert "38,144 BN running statistics" in out
 
 
-def test_other_settings(tool, capsys):
-    assert tool.main(["--network", "faceresnet18", "--emb-size", "128", "--num-classes", "1000",
-                      "--image-size", "96", "128", "--loss", "softmax", "--act-type", "relu"]) == 0
+def test_other_settings(capsys):
+    assert count_params.main(["--network", "faceresnet18", "--emb-size", "128",
+                              "--num-classes", "1000", "--image-size", "96", "128",
+                              "--loss", "softmax", "--act-type", "relu"]) == 0
     out = capsys.readouterr().out
     rows = _rows(out)
     assert "input 3x96x128" in out and "512x6x8" in out
@@ -56,8 +47,8 @@ def test_other_settings(tool, capsys):
     assert rows["output"][0] == 2 * 512 + 512 * 6 * 8 * 128 + 128 + 2 * 128
 
 
-def test_layer_listing(tool, capsys):
-    assert tool.main(["--network", "faceresnet18", "--layers"]) == 0
+def test_layer_listing(capsys):
+    assert count_params.main(["--network", "faceresnet18", "--layers"]) == 0
     out = capsys.readouterr().out
     assert "features.3.0.downsample.0 (Conv2D)" in out
     assert "output.1 (Dense)" in out
@@ -71,8 +62,8 @@ def test_layer_listing(tool, capsys):
     (["--loss", "triplet"], "unknown head 'triplet'"),
     (["--num-classes", "0"], "num_classes"),
 ])
-def test_bad_arguments_one_line_exit_2(tool, capsys, argv, match):
-    assert tool.main(argv) == 2
+def test_bad_arguments_one_line_exit_2(capsys, argv, match):
+    assert count_params.main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()

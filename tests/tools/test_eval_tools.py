@@ -1,9 +1,8 @@
-"""tools/evaluate.py, tools/extract.py and tools/export_onnx.py, called through main([...]).
+"""The evaluate, extract and export_onnx commands (tools/*.py), called through main([...]).
 
 A real (tiny) checkpoint is written with the trainer's own ``save_checkpoint``:
 a FaceResNet-18 with 8 channels per stage at 32x32 and an 8-d embedding.
 """
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from mxnet import np
 from PIL import Image
 
+from gluon_face.commands import evaluate, export_onnx, extract
 from gluon_face.data import FaceTransform, load_bin, write_bin, write_face_rec
 from gluon_face.heads import get_head
 from gluon_face.training.checkpoint import build_backbone, load_model, save_checkpoint
@@ -21,20 +21,7 @@ from gluon_face.training.embed import evaluate_bin, extract_embeddings
 
 from ..conftest import require_module
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZE, EMB, CLASSES = 32, 8, 3
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate = load_tool("evaluate")
-extract = load_tool("extract")
-export_tool = load_tool("export_onnx")
 
 
 @pytest.fixture(scope="module")
@@ -280,18 +267,18 @@ def test_export_onnx_tool(checkpoint, tmp_path, capsys):
     require_module("onnx", "onnx")
     require_module("onnx", "onnxruntime")
     out = tmp_path / "r18.onnx"
-    assert export_tool.main([checkpoint, str(out), "--batch-size", "2", "--trials", "2"]) == 0
+    assert export_onnx.main([checkpoint, str(out), "--batch-size", "2", "--trials", "2"]) == 0
     text = capsys.readouterr().out
     assert out.is_file() and "max |diff|" in text and "(2, 8)" in text
 
 
 def test_export_onnx_bad_inputs(checkpoint, tmp_path, capsys):
     out = tmp_path / "x.onnx"
-    assert export_tool.main([str(tmp_path / "nockpt"), str(out)]) == 2
+    assert export_onnx.main([str(tmp_path / "nockpt"), str(out)]) == 2
     one_line_error(capsys, "export_onnx", "nockpt")
-    assert export_tool.main([checkpoint, str(out), "--ctx", "cpu:0,1"]) == 2
+    assert export_onnx.main([checkpoint, str(out), "--ctx", "cpu:0,1"]) == 2
     one_line_error(capsys, "export_onnx", "one device")
-    assert export_tool.main([checkpoint, str(out), "--atol", "0"]) == 1
+    assert export_onnx.main([checkpoint, str(out), "--atol", "0"]) == 1
     one_line_error(capsys, "export_onnx", "onnxruntime differs")
     assert not out.exists()
 

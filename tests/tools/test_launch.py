@@ -6,7 +6,6 @@ data with the local launcher and with the ssh launcher (a fake ``ssh`` and
 environment), and end with identical trainable parameters; a failing worker
 makes the launcher exit non-zero instead of hanging; bad arguments give one line.
 """
-import importlib.util
 import os
 import signal
 import subprocess
@@ -17,6 +16,8 @@ import time
 import uuid
 
 import pytest
+
+from gluon_face.commands import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCH = os.path.join(ROOT, "tools", "launch.py")
@@ -72,13 +73,6 @@ FAKE_RSYNC = textwrap.dedent("""\
     echo "rsync $src $dst" >> "$FAKE_LOG"
     mkdir -p "$dst" && cp -a "$src". "$dst"/
 """)
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("launch_tool", LAUNCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +283,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
     files["bad"].write_text("node1\nnode2:ssh\n")
     files["hosts"].write_text("127.0.0.1\n")
     argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
-    assert _load_tool().main(argv) == 2
+    assert launch.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("launch.py: error:") and len(err.splitlines()) == 1, err
     assert message in err, err
@@ -297,7 +291,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
 
 def test_missing_dmlc_tracker_names_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "dmlc_tracker", None)
-    assert _load_tool().main(["-n", "1", "python", "-c", "pass"]) == 2
+    assert launch.main(["-n", "1", "python", "-c", "pass"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "dmlc_tracker" in err
     assert "pip install -e .[cpu]" in err
@@ -306,20 +300,19 @@ def test_missing_dmlc_tracker_names_the_extra(monkeypatch, capsys):
 def test_hostfile_forms(tmp_path):
     hosts = tmp_path / "hosts"
     hosts.write_text("a\n  # comment\nb:2222\nc slots=4\nd:23 slots=1  # rack 2\n")
-    assert _load_tool().read_hostfile(str(hosts)) == [("a", "22"), ("b", "2222"), ("c", "22"),
-                                                      ("d", "23")]
+    assert launch.read_hostfile(str(hosts)) == [("a", "22"), ("b", "2222"), ("c", "22"),
+                                                ("d", "23")]
 
 
 def test_command_keeps_its_own_options():
-    args = _load_tool().build_parser().parse_args(
+    args = launch.build_parser().parse_args(
         ["-n", "2", "python", "train.py", "-n", "5", "--launcher", "x", "-H", "y"])
     assert args.num_workers == 2 and args.launcher is None and args.hostfile is None
     assert args.command == ["python", "train.py", "-n", "5", "--launcher", "x", "-H", "y"]
 
 
 def test_python_compat_gives_thread_isalive():
-    tool = _load_tool()
-    tool._python_compat()
+    launch._python_compat()
     thread = threading.Thread(target=time.sleep, args=(0.2,))
     thread.start()
     assert thread.isAlive() is True

@@ -1,5 +1,4 @@
 """tools/train.py: a tiny end-to-end run, bad inputs (exit 2, one line), Ctrl-C + resume."""
-import importlib.util
 import io
 import os
 import signal
@@ -11,19 +10,13 @@ import numpy as onp
 import pytest
 from PIL import Image
 
+from gluon_face.commands import train
 from gluon_face.data import write_bin, write_face_rec
 
 from ..conftest import require_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "train.py")
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("train_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _png(img):
@@ -62,9 +55,8 @@ def _tiny_args(data_dir, out, *extra):
 
 
 def test_tiny_run(data_dir, tmp_path, capsys):
-    tool = _load_tool()
     out = tmp_path / "run"
-    assert tool.main(_tiny_args(data_dir, out, "--loss", "arcface", "--margin-s", "16")) == 0
+    assert train.main(_tiny_args(data_dir, out, "--loss", "arcface", "--margin-s", "16")) == 0
     captured = capsys.readouterr()
     assert "finished after 10 steps" in captured.out
     assert "verification accuracy lfw:" in captured.out
@@ -85,20 +77,18 @@ def test_tiny_run(data_dir, tmp_path, capsys):
 def test_bad_arguments_exit_2_with_one_line(data_dir, tmp_path, capsys, extra, message):
     import re
 
-    tool = _load_tool()
-    assert tool.main(_tiny_args(data_dir, tmp_path / "bad", *extra)) == 2
+    assert train.main(_tiny_args(data_dir, tmp_path / "bad", *extra)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("train.py: error:") and len(err.splitlines()) == 1, err
     assert re.search(message, err), err
 
 
 def test_missing_train_rec_and_bad_config(tmp_path, capsys):
-    tool = _load_tool()
-    assert tool.main(["--data-dir", str(tmp_path)]) == 2
+    assert train.main(["--data-dir", str(tmp_path)]) == 2
     assert "no train.rec" in capsys.readouterr().err
     cfg = tmp_path / "c.yaml"
     cfg.write_text("epoch: 3\n")
-    assert tool.main(["--config", str(cfg)]) == 2
+    assert train.main(["--config", str(cfg)]) == 2
     assert "unknown config key(s) 'epoch'" in capsys.readouterr().err
 
 
@@ -124,9 +114,8 @@ def test_ctrl_c_saves_and_resume_continues(data_dir, tmp_path):
 
     step = load_checkpoint_state(str(out))["step"]
     assert step >= 3
-    tool = _load_tool()
-    rc = tool.main(_tiny_args(data_dir, out, "--epochs", "500", "--resume", str(out),
-                              "--max-steps", str(step + 2)))
+    rc = train.main(_tiny_args(data_dir, out, "--epochs", "500", "--resume", str(out),
+                               "--max-steps", str(step + 2)))
     assert rc == 0
     assert load_checkpoint_state(str(out))["step"] == step + 2
 
