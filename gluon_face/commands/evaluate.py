@@ -32,10 +32,10 @@ of the first .bin.
 
 A set of only same-identity (or only different) pairs is still scored, with a
 one-line warning on stderr: its accuracy, VAL and AUC mean nothing (the AUC
-comes out 0).  Exit status: 0 done (warnings included), 1 failures (unreadable
-checkpoint or set, missing files), 2 bad arguments (one line on stderr): also a
+comes out 0).  Exit status: 0 done (warnings included), 2 bad input (one line on
+stderr): bad arguments, an unreadable checkpoint or set, missing files, or a
 --json output that would overwrite an input or lie inside an input folder (the
-checkpoint folder, --data-dir, --identify).
+checkpoint folder, --data-dir, --identify); 130 Ctrl-C, 143 SIGTERM.
 """
 import glob
 import json
@@ -75,9 +75,9 @@ def _parse(argv):
         prog="evaluate", description=__doc__.split("\n\n")[0], allow_abbrev=False,
         epilog="A set of only same-identity (or only different) pairs is scored with a "
         "warning on stderr: its accuracy, VAL and AUC mean nothing; the exit status stays 0. "
-        "Exit status: 0 done, 1 failures (unreadable checkpoint or set, missing files), "
-        "2 bad arguments (also a --json output inside the checkpoint folder, --data-dir or "
-        "--identify, or over a .bin), 130 Ctrl-C.")
+        "Exit status: 0 done, 2 bad input (bad arguments, an unreadable checkpoint or set, "
+        "missing files, a --json output inside the checkpoint folder, --data-dir or "
+        "--identify, or over a .bin), 130 Ctrl-C, 143 SIGTERM.")
     parser.add_argument("checkpoint", help="checkpoint folder or prefix (training's output)")
     sets = parser.add_mutually_exclusive_group(required=True)
     sets.add_argument("--bin", nargs="+", metavar="BIN", help=".bin pair files")

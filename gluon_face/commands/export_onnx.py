@@ -8,10 +8,10 @@ is written only if onnxruntime reproduces MXNet's embeddings on random inputs
 within --atol (max absolute difference); otherwise the exit status is non-zero.
 Needs onnx<1.18 and onnxruntime.
 
-Exit status: 0 written, 1 the export or the check failed (or the checkpoint is
-unreadable), 2 bad arguments (one line on stderr, nothing written): --atol not a
-finite number >= 0, --batch-size or --trials below 1, or an output that would
-overwrite the checkpoint or lie inside its folder.
+Exit status: 0 written, 1 onnxruntime's output missed --atol (nothing written),
+2 bad input (one line on stderr, nothing written): an unreadable checkpoint, --atol
+not a finite number >= 0, --batch-size or --trials below 1, or an output that would
+overwrite the checkpoint or lie inside its folder; 130 Ctrl-C, 143 SIGTERM.
 """
 import os
 import sys

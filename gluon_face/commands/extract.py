@@ -13,9 +13,9 @@ Images must have the model's input size (the checkpoint's image_size) unless
 --resize is given.  A file name holding a line break cannot be a line of
 OUT.paths.txt, so such a name is refused (rename the file).  The outputs may
 not overwrite the checkpoint or the record files, nor lie inside the image
-folder or the checkpoint folder.  Exit status: 0 written, 2 bad arguments or
-images of another size or name (one line on stderr, nothing written), 1 other
-failures (unreadable checkpoint or image, missing files), 130 Ctrl-C.
+folder or the checkpoint folder.  Exit status: 0 written, 2 bad input (one line on
+stderr, nothing written): bad arguments, images of another size or name, an
+unreadable checkpoint or image, missing files; 130 Ctrl-C, 143 SIGTERM.
 """
 import os
 import sys
@@ -50,8 +50,8 @@ def _parse(argv):
         "file name holding a line break cannot be a line of OUT.paths.txt: such a name is "
         "refused (rename the file). Exit status: 0 written, 2 bad arguments, images of "
         "another size than the model's without --resize, such a file name, or an output "
-        "inside an input folder or over an input (nothing written), 1 other failures, "
-        "130 Ctrl-C.")
+        "inside an input folder or over an input, an unreadable checkpoint or image "
+        "(nothing written), 130 Ctrl-C, 143 SIGTERM.")
     parser.add_argument("checkpoint", help="checkpoint folder or prefix (training's output)")
     parser.add_argument("src", help="image folder (recursive), .rec file, or a data folder "
                                     "holding train.rec")
