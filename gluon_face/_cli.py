@@ -3,7 +3,7 @@ import argparse
 import math
 import os
 
-__all__ = ["error_line", "checkpoint_image_size", "text_table", "UsageError", "ToolParser",
+__all__ = ["error_line", "checkpoint_image_size", "UsageError", "ToolParser",
            "positive_int", "non_negative_float", "int_between", "check_outputs", "Terminated",
            "install_stop_signals", "with_stop_signals", "stop_line"]
 
@@ -148,16 +148,6 @@ def checkpoint_image_size(state):
         raise ValueError(f"{state.get('folder', 'checkpoint')}: state.json has no valid "
                          f"image_size (got {size!r})")
     return tuple(int(s) for s in size)
-
-
-def text_table(head, lines):
-    """``head`` and ``lines`` (lists of strings) as left-aligned columns under a rule."""
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(head)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
-           "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(line, widths)) for line in lines]
-    return out
 
 
 class Terminated(KeyboardInterrupt):
