@@ -6,7 +6,11 @@ The command lives in :mod:`gluon_face.commands.train` and is also installed as
 """
 import sys
 
-from gluon_face.commands.train import main
+try:
+    from gluon_face.commands.train import main
+except ImportError as err:  # MXNet missing, or a numpy it cannot import with: one line
+    print(f"train.py: error: {err}", file=sys.stderr)
+    sys.exit(2)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -267,3 +267,11 @@ def test_a_corrupt_image_mid_epoch_is_one_line(tmp_path, run_tool, stray_temps):
     proc = run_tool("train", *_args(data, tmp_path / "out", "--max-steps", "20"))
     _error_tail(proc, 2, "train.rec")
     assert stray_temps(tmp_path) == []
+
+
+def test_without_mxnet_train_py_says_what_to_install(tmp_path, run_tool, one_line_error):
+    shadow = tmp_path / "mxnet"  # an mxnet that cannot be imported, ahead of the real one
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('No module named mxnet')\n")
+    proc = run_tool("train", env={"PYTHONPATH": str(tmp_path)})
+    one_line_error(proc, 2, "needs MXNet 1.9.1", "gluon_face[cpu]", prog="train.py")
