@@ -51,23 +51,18 @@ from gluon_face._cli import (
     UsageError,
     check_outputs,
     checkpoint_image_size,
-    error_line,
     int_between,
     positive_int,
-    stop_line,
     with_stop_signals,
 )
 from gluon_face._io import atomic_open
+from gluon_face.commands._report import fail, stopped
 from gluon_face.inference import CALIB_MODES, MODES
 from gluon_face.training.embed import evaluate_bin, evaluate_identities, parse_ctx
 
 #: --embed-mode values: the inference modes, and the raw-pixels baseline.
 EVAL_MODES = MODES + ("pixels",)
 
-
-def _error(err, code=2):
-    print(error_line("evaluate", err), file=sys.stderr)
-    return code
 
 
 def _parse(argv):
@@ -335,7 +330,7 @@ def main(argv=None):
     try:
         modes = _check_modes(args)
     except ValueError as err:
-        return _error(err, code=2)  # a usage error, as argparse's
+        return fail("evaluate", err, code=2)  # a usage error, as argparse's
     calibration = None
     try:
         from gluon_face.data import FaceTransform, load_bin
@@ -403,13 +398,11 @@ def main(argv=None):
                                                  progress=bar.update)
                 ident_rows.append(_identification_row(rec, mode, result, flip_test))
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
-        line, code = stop_line("evaluate", err)
-        print(line, file=sys.stderr)
-        return code
+        return stopped("evaluate", err)
     except UsageError as err:
-        return _error(err, code=2)
+        return fail("evaluate", err, code=2)
     except (ValueError, OSError, ImportError, MXNetError) as err:
-        return _error(err)
+        return fail("evaluate", err)
     model = state.get("model", {})
     size = "x".join(map(str, checkpoint_image_size(state)))
     print(f"checkpoint {args.checkpoint}  model {model.get('name', '?')}  image_size {size}  "
@@ -429,7 +422,7 @@ def main(argv=None):
             with atomic_open(args.json, "w") as f:
                 json.dump(report, f, indent=2)
         except OSError as err:
-            return _error(err)
+            return fail("evaluate", err)
     return 0
 
 

@@ -14,7 +14,6 @@ not a finite number >= 0, --batch-size or --trials below 1, or an output that wo
 overwrite the checkpoint or lie inside its folder; 130 Ctrl-C, 143 SIGTERM.
 """
 import os
-import sys
 
 # The reference run binds an MXNet executor, which would announce its MKLDNN
 # subgraph backend on stderr once per bind.
@@ -26,19 +25,13 @@ from gluon_face._cli import (  # noqa: E402
     ToolParser,
     check_outputs,
     checkpoint_image_size,
-    error_line,
     non_negative_float,
     positive_int,
-    stop_line,
     with_stop_signals,
 )
+from gluon_face.commands._report import fail, stopped
 from gluon_face.export import OnnxMismatchError, export_onnx  # noqa: E402
 from gluon_face.training.embed import parse_ctx  # noqa: E402
-
-
-def _error(err, code=2):
-    print(error_line("export_onnx", err), file=sys.stderr)
-    return code
 
 
 def _parse(argv):
@@ -75,13 +68,11 @@ def main(argv=None):
                              batch_size=args.batch_size, ctx=ctx_list[0], atol=args.atol,
                              trials=args.trials)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
-        line, code = stop_line("export_onnx", err, 'nothing written')
-        print(line, file=sys.stderr)
-        return code
+        return stopped("export_onnx", err, 'nothing written')
     except OnnxMismatchError as err:  # the export's own check failed
-        return _error(err, code=1)
+        return fail("export_onnx", err, code=1)
     except (ValueError, OSError, ImportError, MXNetError) as err:
-        return _error(err)
+        return fail("export_onnx", err)
     renamed = ", ".join(f"{k} x{v}" for k, v in sorted(report["renamed_ops"].items())) or "none"
     print(f"wrote {report['path']}: input {report['input_name']} {report['input_shape']} "
           f"-> {report['output_shape']}")

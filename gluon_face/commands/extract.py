@@ -29,18 +29,12 @@ from gluon_face._cli import (
     UsageError,
     check_outputs,
     checkpoint_image_size,
-    error_line,
     positive_int,
-    stop_line,
     with_stop_signals,
 )
 from gluon_face._io import atomic_open
+from gluon_face.commands._report import fail, stopped
 from gluon_face.training.embed import ImageFiles, extract_embeddings, find_images, parse_ctx
-
-
-def _error(err, code=2):
-    print(error_line("extract", err), file=sys.stderr)
-    return code
 
 
 def _parse(argv):
@@ -176,13 +170,11 @@ def main(argv=None):
             with atomic_open(side, "w", encoding="utf-8") as f:
                 f.writelines(p + "\n" for p in paths)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
-        line, code = stop_line("extract", err)
-        print(line, file=sys.stderr)
-        return code
+        return stopped("extract", err)
     except UsageError as err:
-        return _error(err, code=2)
+        return fail("extract", err, code=2)
     except (ValueError, OSError, ImportError, MXNetError) as err:
-        return _error(err)
+        return fail("extract", err)
     print(f"wrote {args.out}: {emb.shape[0]} x {emb.shape[1]} float32"
           f"{' (flip added)' if args.flip else ''}"
           f"{'' if args.no_normalize else ', L2-normalised'}; {side}")

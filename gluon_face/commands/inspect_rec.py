@@ -24,19 +24,13 @@ from gluon_face._cli import (
     ToolParser,
     UsageError,
     check_outputs,
-    error_line,
     positive_int,
-    stop_line,
     with_stop_signals,
 )
 from gluon_face._io import atomic_path
+from gluon_face.commands._report import fail, stopped
 from gluon_face.data import FaceRecordDataset, format_summary, sample_grid, summarize_rec
 from gluon_face.data._image import encode_image
-
-
-def _error(err, code=1):
-    print(error_line("inspect_rec", err), file=sys.stderr)
-    return code
 
 
 def _parse(argv):
@@ -81,7 +75,7 @@ def main(argv=None):
         try:
             check_outputs([grid_path, args.json], _dataset_files(ds))
         except UsageError as err:
-            return _error(err, code=2)
+            return fail("inspect_rec", err, code=2)
         summary = summarize_rec(ds, check_images=args.check, progress=progress)
         grid = None
         if grid_path is not None and summary["images"]:
@@ -99,14 +93,12 @@ def main(argv=None):
                 f.write(encode_image(grid, "png"))
             print("sample grid: %s" % grid_path)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
-        line, code = stop_line("inspect_rec", err)
-        print(line, file=sys.stderr)
-        return code
+        return stopped("inspect_rec", err)
     except (OSError, ValueError) as err:
-        return _error(err)
+        return fail("inspect_rec", err, 1)
     if summary["problems"]:
-        return _error("%d problem(s); first: %s" % (len(summary["problems"]),
-                                                    summary["problems"][0]))
+        return fail("inspect_rec", "%d problem(s); first: %s"
+                    % (len(summary["problems"]), summary["problems"][0]), 1)
     return 0
 
 

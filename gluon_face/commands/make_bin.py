@@ -21,18 +21,12 @@ from gluon_face._cli import (
     ToolParser,
     UsageError,
     check_outputs,
-    error_line,
     positive_int,
-    stop_line,
     with_stop_signals,
 )
+from gluon_face.commands._report import fail, stopped
 from gluon_face.data import make_bin
 from gluon_face.data.verification import degenerate_pairs
-
-
-def _error(err):
-    print(error_line("make_bin", err), file=sys.stderr)
-    return 2
 
 
 def _parse(argv):
@@ -65,11 +59,9 @@ def main(argv=None):
         info = make_bin(args.image_dir, args.pairs, args.out, fmt=args.format, ext=args.ext,
                         image_size=args.image_size, progress=progress)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
-        line, code = stop_line("make_bin", err, 'nothing written')
-        print(line, file=sys.stderr)
-        return code
+        return stopped("make_bin", err, 'nothing written')
     except (UsageError, OSError, ValueError) as err:
-        return _error(err)
+        return fail("make_bin", err)
     print("wrote %s (%d pairs: %d same, %d different)"
           % (info["path"], info["pairs"], info["same"], info["pairs"] - info["same"]))
     same = [True] * info["same"] + [False] * (info["pairs"] - info["same"])

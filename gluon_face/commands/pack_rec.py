@@ -33,20 +33,14 @@ from gluon_face._cli import (
     ToolParser,
     UsageError,
     check_outputs,
-    error_line,
     install_stop_signals,
     int_between,
     positive_int,
-    stop_line,
 )
 from gluon_face._io import remove_stale_temps
+from gluon_face.commands._report import fail, stopped
 from gluon_face.data import pack_folder
 from gluon_face.data.recordio import MAX_PIXELS, existing_set, set_files
-
-
-def _error(err):
-    print(error_line("pack_rec", err), file=sys.stderr)
-    return 2
 
 
 def parse_size(text):
@@ -106,7 +100,7 @@ def main(argv=None):
         if conflict is not None:
             raise UsageError(conflict + " (--overwrite replaces it)")
     except (UsageError, OSError) as err:
-        return _error(err)
+        return fail("pack_rec", err)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     install_stop_signals()  # the writer's cleanup runs on SIGTERM and Ctrl-C
     try:
@@ -118,11 +112,9 @@ def main(argv=None):
                            encoding=args.encoding, quality=args.quality, progress=progress,
                            max_pixels=args.max_pixels)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM
-        line, code = stop_line("pack_rec", err, "nothing written")
-        print(line, file=sys.stderr)
-        return code
+        return stopped("pack_rec", err, "nothing written")
     except (OSError, ValueError) as err:
-        return _error(err)
+        return fail("pack_rec", err)
     finally:
         if threading.current_thread() is threading.main_thread():
             for signum, handler in previous.items():

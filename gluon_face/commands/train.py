@@ -88,15 +88,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     debug, overwrite, upgrade = args.debug, args.overwrite, args.upgrade_checkpoint
     del args.debug, args.overwrite, args.upgrade_checkpoint
-    from gluon_face._cli import install_stop_signals, stop_line
+    from gluon_face._cli import install_stop_signals
+    from gluon_face.commands._report import stopped
 
     install_stop_signals()  # outside the training loop, which handles both itself
     try:
         return _run(args, debug, overwrite, upgrade)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM before or after the loop
-        line, code = stop_line("train.py", err, "the last saved checkpoint is kept")
-        print(line, file=sys.stderr)
-        return code
+        return stopped("train.py", err, "the last saved checkpoint is kept")
 
 
 def _run(args, debug, overwrite, upgrade):
