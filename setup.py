@@ -46,21 +46,22 @@ extras_require = {
 }
 extras_require["test"] = ["pytest", "ruff"] + extras_require["book"] + extras_require["onnx"]
 
-# Each command runs what tools/<name>.py runs: run() where the tool first makes SIGTERM and
-# Ctrl-C raise (main() alone, as tests call it in-process, leaves the signals alone), else main().
+# Each command runs what tools/<name>.py runs, through gluon_face.commands._entry: one line
+# and exit 2 when MXNet cannot be imported, else the command's run() (SIGTERM and Ctrl-C
+# stop it with a message) or main().
 console_scripts = [
-    "gluon-face-train = gluon_face.commands.train:main",
-    "gluon-face-evaluate = gluon_face.commands.evaluate:run",
-    "gluon-face-extract = gluon_face.commands.extract:run",
-    "gluon-face-export-onnx = gluon_face.commands.export_onnx:run",
-    "gluon-face-pack-rec = gluon_face.commands.pack_rec:main",
-    "gluon-face-inspect-rec = gluon_face.commands.inspect_rec:run",
-    "gluon-face-make-bin = gluon_face.commands.make_bin:run",
-    "gluon-face-count-params = gluon_face.commands.count_params:main",
-    "gluon-face-launch = gluon_face.commands.launch:main",
-    "gluon-face-benchmark = gluon_face.commands.benchmark:main",
-    "gluon-face-benchmark-data = gluon_face.commands.benchmark_data:main",
-    "gluon-face-benchmark-head = gluon_face.commands.benchmark_head:main",
+    "gluon-face-train = gluon_face.commands._entry:train",
+    "gluon-face-evaluate = gluon_face.commands._entry:evaluate",
+    "gluon-face-extract = gluon_face.commands._entry:extract",
+    "gluon-face-export-onnx = gluon_face.commands._entry:export_onnx",
+    "gluon-face-pack-rec = gluon_face.commands._entry:pack_rec",
+    "gluon-face-inspect-rec = gluon_face.commands._entry:inspect_rec",
+    "gluon-face-make-bin = gluon_face.commands._entry:make_bin",
+    "gluon-face-count-params = gluon_face.commands._entry:count_params",
+    "gluon-face-launch = gluon_face.commands._entry:launch",
+    "gluon-face-benchmark = gluon_face.commands._entry:benchmark",
+    "gluon-face-benchmark-data = gluon_face.commands._entry:benchmark_data",
+    "gluon-face-benchmark-head = gluon_face.commands._entry:benchmark_head",
 ]
 
 setup(

@@ -3,6 +3,10 @@
 ``mxnet`` is an extra, not a requirement (see setup.py), so a bare
 ``pip install gluon_face`` leaves it out; and mxnet 1.9.1 fails to import
 under numpy >= 1.24.  Both cases end in one line that says what to do.
+
+``import gluon_face`` does not import this module: the package's loader imports
+it when one of its modules fails to import (see ``gluon_face/__init__.py``), and
+:func:`gluon_face.commands._entry.run` before a command that needs MXNet.
 """
 
 _HINT = ("install one of the extras: pip install 'gluon_face[cpu]' (mxnet==1.9.1) "

@@ -5,7 +5,7 @@ The command lives in :mod:`gluon_face.commands.benchmark` and is also installed 
 """
 import sys
 
-from gluon_face.commands.benchmark import main
+from gluon_face.commands._entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("benchmark", prog="benchmark"))

@@ -5,7 +5,7 @@ The command lives in :mod:`gluon_face.commands.count_params` and is also install
 """
 import sys
 
-from gluon_face.commands.count_params import main
+from gluon_face.commands._entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("count-params", prog="count_params"))

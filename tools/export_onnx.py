@@ -5,7 +5,7 @@ The command lives in :mod:`gluon_face.commands.export_onnx` and is also installe
 """
 import sys
 
-from gluon_face.commands.export_onnx import run
+from gluon_face.commands._entry import run
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run("export-onnx", prog="export_onnx"))

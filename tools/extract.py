@@ -5,7 +5,7 @@ The command lives in :mod:`gluon_face.commands.extract` and is also installed as
 """
 import sys
 
-from gluon_face.commands.extract import run
+from gluon_face.commands._entry import run
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run("extract", prog="extract"))

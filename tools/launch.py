@@ -6,7 +6,7 @@ The command lives in :mod:`gluon_face.commands.launch` and is also installed as
 """
 import sys
 
-from gluon_face.commands.launch import main
+from gluon_face.commands._entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("launch", prog="launch.py"))

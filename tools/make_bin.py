@@ -5,7 +5,7 @@ The command lives in :mod:`gluon_face.commands.make_bin` and is also installed a
 """
 import sys
 
-from gluon_face.commands.make_bin import run
+from gluon_face.commands._entry import run
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run("make-bin", prog="make_bin"))

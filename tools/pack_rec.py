@@ -5,7 +5,7 @@ The command lives in :mod:`gluon_face.commands.pack_rec` and is also installed a
 """
 import sys
 
-from gluon_face.commands.pack_rec import main
+from gluon_face.commands._entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("pack-rec", prog="pack_rec"))

@@ -6,11 +6,7 @@ The command lives in :mod:`gluon_face.commands.train` and is also installed as
 """
 import sys
 
-try:
-    from gluon_face.commands.train import main
-except ImportError as err:  # MXNet missing, or a numpy it cannot import with: one line
-    print(f"train.py: error: {err}", file=sys.stderr)
-    sys.exit(2)
+from gluon_face.commands._entry import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("train", prog="train.py"))
