@@ -57,8 +57,9 @@ from gluon_face._cli import (
 )
 from gluon_face._io import atomic_open
 from gluon_face.commands._report import fail, stopped
+from gluon_face.devices import parse_ctx
+from gluon_face.evaluation.protocols import evaluate_bin, evaluate_identities
 from gluon_face.inference import CALIB_MODES, MODES
-from gluon_face.training.embed import evaluate_bin, evaluate_identities, parse_ctx
 
 #: --embed-mode values: the inference modes, and the raw-pixels baseline.
 EVAL_MODES = MODES + ("pixels",)

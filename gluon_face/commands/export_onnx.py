@@ -30,8 +30,8 @@ from gluon_face._cli import (  # noqa: E402
     with_stop_signals,
 )
 from gluon_face.commands._report import fail, stopped
+from gluon_face.devices import parse_ctx  # noqa: E402
 from gluon_face.export import OnnxMismatchError, export_onnx  # noqa: E402
-from gluon_face.training.embed import parse_ctx  # noqa: E402
 
 
 def _parse(argv):

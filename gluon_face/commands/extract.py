@@ -34,7 +34,9 @@ from gluon_face._cli import (
 )
 from gluon_face._io import atomic_open
 from gluon_face.commands._report import fail, stopped
-from gluon_face.training.embed import ImageFiles, extract_embeddings, find_images, parse_ctx
+from gluon_face.data.images import ImageFiles, find_images
+from gluon_face.devices import parse_ctx
+from gluon_face.embedding import extract_embeddings
 
 
 def _parse(argv):

@@ -14,10 +14,14 @@
   open-set and closed-set identities like a face set (the default training data);
   :func:`read_dataset_info` reads a data folder's ``dataset.json``.
 * :func:`demo_data_dir` builds (once) and returns the built-in digits demo set.
+* :func:`find_images` lists the image files under a folder (:data:`IMAGE_EXTENSIONS`);
+  :class:`ImageFiles` decodes them one index at a time, for
+  :func:`gluon_face.embedding.embed_images`.
 """
 from .align import ARCFACE_TEMPLATE, align_face, arcface_template, estimate_similarity
 from .demo import demo_data_dir
 from .glyphs import GlyphFontError, glyph_data_dir, read_dataset_info
+from .images import IMAGE_EXTENSIONS, ImageFiles, find_images
 from .inspection import format_summary, sample_grid, summarize_rec
 from .recordio import (
     FaceRecordDataset,
@@ -51,4 +55,5 @@ __all__ = [
     "align_face", "ARCFACE_TEMPLATE", "arcface_template", "estimate_similarity",
     "demo_data_dir", "glyph_data_dir", "read_dataset_info", "GlyphFontError",
     "summarize_rec", "format_summary", "sample_grid",
+    "IMAGE_EXTENSIONS", "ImageFiles", "find_images",
 ]

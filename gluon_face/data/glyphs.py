@@ -48,6 +48,7 @@ import unicodedata
 
 import numpy as np
 
+from .._l2norm import l2_normalize
 from ._cache import cached_build, verify_stamp, write_stamp
 from ._image import encode_image
 
@@ -276,7 +277,7 @@ def select_identities(drawings, min_faces=MIN_FACES, max_cosine=DUPLICATE_COSINE
         stack = np.stack([drawings[(cp, f)] for f in sorted(faces[cp])]).astype(np.float64)
         small = stack.reshape(len(stack), 32, 2, 32, 2).mean(axis=(2, 4))
         means[i] = small.mean(axis=0).ravel()
-    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    means = l2_normalize(means)
     gram = means @ means.T
     kept, dropped = [], {}
     for i, cp in enumerate(cands):

@@ -23,6 +23,9 @@ from scipy import interpolate
 from sklearn import metrics
 from sklearn.model_selection import KFold
 
+# the one numpy L2 normalisation (float64, zero rows stay zero), published here
+from .._l2norm import l2_normalize
+
 __all__ = [
     "VerificationResult",
     "combine_flip",
@@ -86,26 +89,6 @@ def _as_thresholds(thresholds, name, default):
 
 
 # ----------------------------------------------------------------------------- helpers
-def l2_normalize(x):
-    """Scale every row to unit L2 norm; all-zero rows stay zero.
-
-    Same convention as ``sklearn.preprocessing.normalize`` (which insightface uses).
-
-    Parameters
-    ----------
-    x : array_like, shape (N, D)
-
-    Returns
-    -------
-    numpy.ndarray, float64, shape (N, D)
-        ``x_i / ||x_i||_2`` (``x_i`` unchanged when ``||x_i|| = 0``).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    norms[norms == 0] = 1.0
-    return x / norms[:, None]
-
-
 def combine_flip(emb, emb_flipped):
     """insightface's flip test: ``normalize(e(x) + e(mirror(x)))``.
 

@@ -15,9 +15,10 @@ from PIL import Image
 
 from gluon_face.commands import evaluate, export_onnx, extract
 from gluon_face.data import FaceTransform, load_bin, write_bin, write_face_rec
+from gluon_face.embedding import extract_embeddings
+from gluon_face.evaluation.protocols import evaluate_bin
 from gluon_face.heads import get_head
 from gluon_face.training.checkpoint import build_backbone, load_model, save_checkpoint
-from gluon_face.training.embed import evaluate_bin, extract_embeddings
 
 from ..conftest import require_module
 

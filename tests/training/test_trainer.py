@@ -204,8 +204,8 @@ def test_data_folder_decides_flips_and_open_set_metrics(make_config, tmp_path):
     identification set whose TAR@FAR and rank-1 each verification reports."""
     import yaml
 
+    from gluon_face.embedding import extract_embeddings
     from gluon_face.evaluation import all_pairs_verification
-    from gluon_face.training.embed import extract_embeddings
 
     folder = _asymmetric_data(tmp_path / "data")
     out = tmp_path / "run"

@@ -1,7 +1,7 @@
-"""embed_images / evaluate_bin / extract_embeddings against a direct forward pass.
+"""embed_images / extract_embeddings against a direct forward pass.
 
 The network is a tiny Conv-BN-PReLU-Dense HybridBlock defined here, so these tests
-do not depend on the model zoo.
+do not depend on the model zoo (tests/evaluation/test_protocols.py uses it too).
 """
 import mxnet as mx
 import numpy as onp
@@ -10,16 +10,11 @@ from mxnet import np
 from mxnet.gluon import HybridBlock, nn
 from mxnet.util import use_np
 
+from gluon_face import evaluation, training
+from gluon_face._l2norm import l2_normalize
 from gluon_face.data import FaceTransform
-from gluon_face.evaluation import combine_flip, verification_accuracy
-from gluon_face.training.embed import (
-    ImageFiles,
-    embed_images,
-    evaluate_bin,
-    extract_embeddings,
-    find_images,
-    parse_ctx,
-)
+from gluon_face.embedding import embed_images, extract_embeddings
+from gluon_face.training import embed as embed_alias
 
 H = W = 8
 EMB = 6
@@ -137,31 +132,7 @@ def test_embed_bad_input(images):
         embed_images(net, images[:0], transform=normalise)
 
 
-# ---------------------------------------------------------------- evaluate_bin
-def test_evaluate_bin_flip_and_noflip():
-    rng = onp.random.RandomState(1)
-    pairs = 30
-    images = rng.randint(0, 256, size=(2 * pairs, H, W, 3)).astype(onp.uint8)
-    issame = rng.rand(pairs) < 0.5
-    # "same" pairs: the second image is a slightly noisy copy of the first
-    noisy = images[0::2] + rng.randint(-8, 9, size=images[0::2].shape)
-    images[1::2][issame] = onp.clip(noisy, 0, 255).astype(onp.uint8)[issame]
-    net = make_net([mx.cpu()])
-    out = evaluate_bin(net, images, issame, batch_size=16, transform=normalise)
-    assert out["pairs"] == pairs
-    e, ef = direct(net, images), direct(net, images[:, :, ::-1])
-    want_flip = verification_accuracy(combine_flip(e, ef), issame)
-    want_noflip = verification_accuracy(e, issame)
-    assert out["flip"].accuracy == pytest.approx(want_flip.accuracy, abs=1e-12)
-    assert out["flip"].val == pytest.approx(want_flip.val, abs=1e-12)
-    assert out["noflip"].accuracy == pytest.approx(want_noflip.accuracy, abs=1e-12)
-    assert out["noflip"].accuracy > 0.8  # the noisy copies are close; real number, not 0.0
-    with pytest.raises(ValueError, match="2 images per pair"):
-        evaluate_bin(net, images[:-1], issame, transform=normalise)
-    with pytest.raises(ValueError, match="no pairs"):
-        evaluate_bin(net, images[:0], [], transform=normalise)
-
-
+# ---------------------------------------------------------------- extract_embeddings
 def test_extract_embeddings(images):
     net = make_net([mx.cpu()])
     e, ef = direct(net, images), direct(net, images[:, :, ::-1])
@@ -173,39 +144,74 @@ def test_extract_embeddings(images):
                                 atol=1e-6)
 
 
-# ---------------------------------------------------------------- helpers
-def test_parse_ctx():
-    assert parse_ctx("cpu") == [mx.cpu(0)]
-    assert parse_ctx("cpu:0,1") == [mx.cpu(0), mx.cpu(1)]
-    for bad in ("tpu", "cpu:a", "cpu:0,0", "cpu:-1"):
-        with pytest.raises(ValueError, match="device"):
-            parse_ctx(bad)
-    if mx.context.num_gpus() == 0:
-        with pytest.raises(ValueError, match="0 GPU"):
-            parse_ctx("gpu:0")
+def test_extract_embeddings_applies_the_one_l2_normalize(images):
+    net = make_net([mx.cpu()])
+    for flip in (False, True):
+        raw = extract_embeddings(net, images, flip=flip, normalize=False, transform=normalise)
+        unit = extract_embeddings(net, images, flip=flip, transform=normalise)
+        assert unit.dtype == onp.float32
+        onp.testing.assert_array_equal(unit, l2_normalize(raw).astype(onp.float32))
+    # one function, published as evaluation.l2_normalize and kept under the old name
+    assert evaluation.l2_normalize is l2_normalize
+    assert embed_alias.l2_normalize is l2_normalize
 
 
-def test_find_images_and_image_files(tmp_path):
-    from PIL import Image
+@use_np
+class Linear(HybridBlock):
+    """(B, 3, H, W) -> (B, EMB) without a bias: a zero image embeds to a zero row."""
 
-    rng = onp.random.RandomState(2)
-    arrays = {}
-    for rel in ("b/2.png", "a/10.png", "a/9.jpg", "c.bmp"):
-        path = tmp_path / rel
-        path.parent.mkdir(exist_ok=True)
-        arrays[rel] = rng.randint(0, 256, size=(H, W, 3)).astype(onp.uint8)
-        Image.fromarray(arrays[rel]).save(path)
-    (tmp_path / "notes.txt").write_text("not an image")
-    (tmp_path / ".hidden").mkdir()
-    Image.fromarray(arrays["c.bmp"]).save(tmp_path / ".hidden" / "x.png")
-    paths = find_images(tmp_path)
-    assert paths == ["a/10.png", "a/9.jpg", "b/2.png", "c.bmp"]
-    files = ImageFiles(paths, root=str(tmp_path))
-    assert len(files) == 4
-    onp.testing.assert_array_equal(files[0], arrays["a/10.png"])
-    onp.testing.assert_array_equal(files[3], arrays["c.bmp"])
-    (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match="broken.png: cannot decode"):
-        ImageFiles(["broken.png"], root=str(tmp_path))[0]
-    with pytest.raises(FileNotFoundError, match="no such folder"):
-        find_images(tmp_path / "missing")
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.output = nn.Dense(EMB, use_bias=False)
+
+    def hybrid_forward(self, F, x):
+        return self.output(x)
+
+
+def raw_pixels(image):
+    """HWC -> CHW float32 without the (x - 127.5) / 128 shift: a black image stays zeros."""
+    return image.astype(onp.float32).transpose(2, 0, 1)
+
+
+def test_zero_rows_stay_zero(images):
+    x = onp.array([[3.0, 4.0], [0.0, 0.0], [1e-30, 0.0]], dtype=onp.float32)
+    unit = l2_normalize(x)
+    assert unit.dtype == onp.float64
+    onp.testing.assert_array_equal(unit, [[0.6, 0.8], [0.0, 0.0], [1.0, 0.0]])
+    net = Linear()
+    net.initialize(mx.init.Xavier())
+    images = images.copy()
+    images[3] = 0
+    unit = extract_embeddings(net, images, transform=raw_pixels)
+    assert onp.all(onp.isfinite(unit))
+    onp.testing.assert_array_equal(unit[3], onp.zeros(EMB, dtype=onp.float32))
+    others = onp.delete(unit, 3, axis=0)
+    onp.testing.assert_allclose(onp.linalg.norm(others, axis=1), 1.0, rtol=1e-6)
+
+
+def test_old_module_reexports_the_moved_names():
+    from gluon_face import data, devices, embedding
+    from gluon_face.evaluation import protocols
+
+    assert embed_alias.embed_images is embedding.embed_images is training.embed_images
+    assert embed_alias.extract_embeddings is embedding.extract_embeddings
+    assert embed_alias.evaluate_bin is protocols.evaluate_bin is evaluation.evaluate_bin
+    assert embed_alias.evaluate_identities is evaluation.evaluate_identities
+    assert embed_alias.parse_ctx is devices.parse_ctx is training.parse_ctx
+    assert embed_alias.find_images is data.find_images
+    assert embed_alias.ImageFiles is data.ImageFiles
+    assert embed_alias.IMAGE_EXTENSIONS is data.IMAGE_EXTENSIONS
+
+
+def test_moved_modules_do_not_import_inference():
+    """The old module and the new homes stay clear of gluon_face.inference (and its graphs)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import gluon_face.training.embed, gluon_face.embedding, gluon_face.devices\n"
+            "import gluon_face.evaluation.protocols, gluon_face.data.images\n"
+            "assert 'gluon_face.inference' not in sys.modules\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
