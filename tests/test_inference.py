@@ -16,7 +16,7 @@ from gluon_face.evaluation import verification_accuracy
 from gluon_face.inference import (
     MODES,
     _split_prelu,
-    extract_embeddings,
+    embed_batches,
     prepare_embedder,
     to_bfloat16,
     to_int8,
@@ -129,20 +129,32 @@ def test_bf16_conversion_does_not_change_the_source_net(ctx):
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "bf16"])
-def test_extract_embeddings_pads_last_batch(ctx, mode):
+def test_embed_batches_pads_last_batch(ctx, mode):
     net = tiny_net(ctx)
     x = images(7)
     want = plain(net, x, ctx)
     emb = prepare_embedder(net, np.array(x[:3], ctx=ctx), mode=mode)
-    got = extract_embeddings(emb, x, batch_size=3)
+    got = embed_batches(emb, x, batch_size=3)
     assert got.shape == (7, EMB)
     if mode == "hybrid":
         onp.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * onp.abs(want).max())
     else:
         assert cosine(got, want).min() > 0.999
-    unit = extract_embeddings(emb, x, batch_size=3, normalize=True)
+    unit = embed_batches(emb, x, batch_size=3, normalize=True)
     onp.testing.assert_allclose(onp.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
 
+
+
+def test_old_extract_embeddings_name_warns_and_matches(ctx):
+    from gluon_face import inference
+
+    net = tiny_net(ctx)
+    x = images(5)
+    emb = prepare_embedder(net, np.array(x[:2], ctx=ctx), mode="hybrid")
+    with pytest.warns(DeprecationWarning, match="embed_batches"):
+        old = inference.extract_embeddings(emb, x, batch_size=2, normalize=True)
+    onp.testing.assert_array_equal(old, embed_batches(emb, x, batch_size=2, normalize=True))
+    assert old.dtype == onp.float32
 
 def test_bad_arguments(ctx):
     net = tiny_net(ctx)
@@ -150,9 +162,9 @@ def test_bad_arguments(ctx):
     with pytest.raises(ValueError, match="valid modes"):
         prepare_embedder(net, x, mode="int4")
     with pytest.raises(ValueError, match="batch_size"):
-        extract_embeddings(net, images(1), batch_size=0)
+        embed_batches(net, images(1), batch_size=0)
     with pytest.raises(ValueError, match="shape"):
-        extract_embeddings(net, images(1)[0], batch_size=1)
+        embed_batches(net, images(1)[0], batch_size=1)
     assert set(MODES) == {"block", "hybrid", "fused", "bf16", "int8"}
     with pytest.raises(ValueError, match="dtype"):
         to_low_precision(net, x, dtype="int8")
@@ -291,7 +303,7 @@ def test_int8_close_to_fp32(ctx, trained_params, calib_mode):
     want = plain(trained_net(trained_params, ctx), x, ctx)
     calib, _ = identity_images(16, seed=600)  # other images than the ones checked
     q = int8_net(trained_params, ctx, calib, calib_mode=calib_mode)
-    got = extract_embeddings(q, x, batch_size=4)
+    got = embed_batches(q, x, batch_size=4)
     assert got.dtype == onp.float32 and onp.isfinite(got).all()
     # INT8 changes the numbers but keeps each embedding's direction: about 1e-3
     # of cosine is lost here; 0.99 leaves room yet fails for a badly calibrated
@@ -311,7 +323,7 @@ def test_int8_threshold_catches_bad_calibration(ctx, trained_params):
     x, _ = identity_images(8, seed=500)
     want = plain(trained_net(trained_params, ctx), x, ctx)
     calib, _ = identity_images(16, seed=600)
-    got = extract_embeddings(int8_net(trained_params, ctx, calib * 0.01), x, batch_size=4)
+    got = embed_batches(int8_net(trained_params, ctx, calib * 0.01), x, batch_size=4)
     assert cosine(got, want).min() < 0.99
 
 
@@ -322,7 +334,7 @@ def test_int8_verification_accuracy_matches_fp32(ctx, trained_params):
     issame = labels[0::2] == labels[1::2]
     want = plain(trained_net(trained_params, ctx), x, ctx)
     calib, _ = identity_images(16, seed=600)
-    got = extract_embeddings(int8_net(trained_params, ctx, calib), x, batch_size=8)
+    got = embed_batches(int8_net(trained_params, ctx, calib), x, batch_size=8)
     acc32 = verification_accuracy(want, issame, nfolds=4).accuracy
     acc8 = verification_accuracy(got, issame, nfolds=4).accuracy
     assert acc32 > 0.8  # the briefly trained net does separate the identities
@@ -335,10 +347,10 @@ def test_int8_pads_last_batch(ctx, trained_params):
     calib, _ = identity_images(8, seed=600)
     q = prepare_embedder(trained_net(trained_params, ctx),
                          np.zeros((4, 3, SIZE, SIZE), ctx=ctx), mode="int8", calib_data=calib)
-    got = extract_embeddings(q, x, batch_size=4)  # 4 + 3 real images and one zero image
+    got = embed_batches(q, x, batch_size=4)  # 4 + 3 real images and one zero image
     assert got.shape == (7, EMB)
     # calibrated (static) ranges: a row does not depend on the rest of its batch
-    again = extract_embeddings(q, onp.concatenate([x[4:], x[:1]]), batch_size=4)
+    again = embed_batches(q, onp.concatenate([x[4:], x[:1]]), batch_size=4)
     onp.testing.assert_allclose(got[4:], again[:3], rtol=1e-5, atol=1e-5)
     want = plain(trained_net(trained_params, ctx), x, ctx)
     assert cosine(got, want).min() > 0.99
@@ -363,7 +375,7 @@ def test_fast_modes_close_to_fp32_on_trained_net(ctx, trained_params, mode):
     want = plain(trained_net(trained_params, ctx), x, ctx)
     fast = prepare_embedder(trained_net(trained_params, ctx),
                             np.zeros((4, 3, SIZE, SIZE), ctx=ctx), mode=mode)
-    got = extract_embeddings(fast, x, batch_size=4)
+    got = embed_batches(fast, x, batch_size=4)
     assert cosine(got, want).min() > (0.99999 if mode == "fused" else 0.999)
 
 

@@ -10,8 +10,11 @@ import numpy as onp
 from mxnet import autograd, gluon, np
 from mxnet.util import use_np
 
+from ..graph import mxnet_compat
+from ..graph.embedder import prepare_embedder
+from ..graph.precision import to_bfloat16
+from ..graph.prelu import to_split_prelu
 from ..heads import ArcMarginBlock, SoftmaxCrossEntropyLoss
-from ..inference import prepare_embedder, to_bfloat16, to_split_prelu
 from ..model_zoo import get_model
 from ..model_zoo.summary import summarize
 from .memory import MIB, peak_rss_bytes
@@ -24,7 +27,7 @@ __all__ = ["BACKBONE_MODES", "TRAIN_MODES", "backbone_gflop", "measure_backbone"
 BACKBONE_MODES = ("block", "hybrid", "fused", "bf16", "int8")
 #: Variants that can train (int8 is inference-only).  In training, ``hybrid`` is the
 #: plain static graph, ``fused`` the graph ``train.py`` trains through by default
-#: (:func:`~gluon_face.inference.to_split_prelu`: PReLU split into oneDNN operators) and
+#: (:func:`~gluon_face.graph.prelu.to_split_prelu`: PReLU split into oneDNN operators) and
 #: ``bf16`` the one of ``train.py --amp`` (float32 master weights, bfloat16 compute).
 TRAIN_MODES = ("block", "hybrid", "fused", "bf16")
 
@@ -40,8 +43,8 @@ def backbone_gflop(net, train):
 def _copy_params(src, dst):
     # Structural keys (``features.3.0.body.1.weight``), as save_parameters uses:
     # independent of the instance-numbered name prefixes.
-    dst_params = dst._collect_params_with_prefix()
-    for key, param in src._collect_params_with_prefix().items():
+    dst_params = mxnet_compat.structural_params(dst)
+    for key, param in mxnet_compat.structural_params(src).items():
         dst_params[key].set_data(param.data())
 
 
@@ -54,8 +57,8 @@ def measure_backbone(name, modes=BACKBONE_MODES, batch_size=16, image_size=112, 
     A training step is forward, :class:`ArcMarginBlock` (``train_classes``
     identities) + cross-entropy, backward and an SGD update (momentum 0.9,
     wd 5e-4) of backbone and head.  An embedding step is a forward pass in
-    inference mode through the block :func:`~gluon_face.inference.prepare_embedder`
-    returns for the mode.
+    inference mode through the block
+    :func:`~gluon_face.graph.embedder.prepare_embedder` returns for the mode.
 
     Parameters
     ----------

@@ -44,6 +44,7 @@ import threading
 import mxnet as mx
 import numpy as onp
 
+from ..graph import mxnet_compat
 from ._utils import as_legacy, index_copy_targets
 
 try:
@@ -149,9 +150,8 @@ def _set_targets_backward(g, cols, dlogits, dvalues, add_logits, add_values, wan
 
 def _view(arr):
     """A numpy array on ``arr``'s own memory (CPU, float32, contiguous NDArray)."""
-    ptr = ctypes.c_void_p()
-    mx.base.check_call(mx.base._LIB.MXNDArrayGetData(arr.handle, ctypes.byref(ptr)))
-    buf = (ctypes.c_float * int(onp.prod(arr.shape))).from_address(ptr.value)
+    address = mxnet_compat.ndarray_address(arr)
+    buf = (ctypes.c_float * int(onp.prod(arr.shape))).from_address(address)
     return onp.frombuffer(buf, dtype=onp.float32).reshape(arr.shape)
 
 

@@ -25,6 +25,7 @@ from collections import OrderedDict, namedtuple
 
 from mxnet.gluon import nn
 
+from ..graph import mxnet_compat
 from .faceresnet import BasicBlockV3, FaceResNet
 
 #: One layer of a walk: ``path`` is the parameter-file key prefix
@@ -65,7 +66,7 @@ class _Walk:
 
     def add(self, block, path, in_shape, out_shape, param_shapes, state_shapes=(), macs=0):
         """Record a leaf after checking the shapes it declares against the walk's."""
-        declared = {name: p.shape for name, p in block._reg_params.items()}
+        declared = {name: p.shape for name, p in mxnet_compat.declared_params(block).items()}
         expected = dict(param_shapes)
         expected.update(state_shapes)
         if set(declared) != set(expected):
@@ -91,14 +92,14 @@ def _join(path, name):
 @register_walker(nn.Sequential)
 @register_walker(nn.HybridSequential)
 def _walk_sequential(block, shape, path, ctx):
-    for name, child in block._children.items():
+    for name, child in mxnet_compat.block_children(block).items():
         shape = ctx.walk(child, shape, _join(path, name))
     return shape
 
 
 @register_walker(nn.Conv2D)
 def _walk_conv2d(block, shape, path, ctx):
-    kw = block._kwargs
+    kw = mxnet_compat.operator_kwargs(block)
     if kw["layout"] != "NCHW" or len(shape) != 3:
         raise ValueError(f"{path}: only NCHW convolutions on (C, H, W) inputs are counted, "
                          f"got layout {kw['layout']} and input {shape}")
@@ -120,11 +121,11 @@ def _walk_conv2d(block, shape, path, ctx):
 
 @register_walker(nn.Dense)
 def _walk_dense(block, shape, path, ctx):
-    if block._flatten:
+    units, flatten = mxnet_compat.dense_config(block)
+    if flatten:
         lead, in_units = (), math.prod(shape)
     else:
         lead, in_units = shape[:-1], shape[-1]
-    units = block._units
     params = [("weight", (units, in_units))]
     if block.bias is not None:
         params.append(("bias", (units,)))
@@ -134,7 +135,8 @@ def _walk_dense(block, shape, path, ctx):
 
 @register_walker(nn.BatchNorm)
 def _walk_batch_norm(block, shape, path, ctx):
-    channels = shape[block._kwargs["axis"] - 1]  # the walk's shapes have no batch axis
+    # The walk's shapes have no batch axis, the operator's axis counts it.
+    channels = shape[mxnet_compat.operator_kwargs(block)["axis"] - 1]
     vec = (channels,)
     return ctx.add(block, path, shape, shape, [("gamma", vec), ("beta", vec)],
                    [("running_mean", vec), ("running_var", vec)],

@@ -9,6 +9,7 @@ from mxnet.util import use_np
 
 from .._io import atomic_path
 from .._mxnet import error_message
+from ..graph import mxnet_compat
 from ..heads._utils import check_positive_int, check_real, l2_normalize
 from ..heads.margins import Margin, preset_kwargs
 
@@ -549,8 +550,8 @@ class ShardedMarginHead:
                 onp.concatenate([leaves[j].asnumpy() for leaves in per_shard], axis=0))
         opt = self._optimizer
         meta = {"optimizer": type(opt).__name__, "num_update": int(opt.num_update),
-                "index_update_count": {str(k): int(v)
-                                       for k, v in opt._index_update_count.items()},
+                "index_update_count": {str(k): int(v) for k, v in
+                                       mxnet_compat.current_update_counts(opt).items()},
                 "num_classes": self.num_classes, "emb_size": self.emb_size,
                 "extra": self._extra_state()}
         arrays["meta"] = mx.nd.array(onp.frombuffer(json.dumps(meta).encode(), dtype=onp.uint8),
@@ -584,8 +585,7 @@ class ShardedMarginHead:
                 leaf[:] = full[shard.offset:shard.offset + shard.size].as_in_context(shard.ctx)
         opt = self._optimizer
         counts = {int(k): v for k, v in meta["index_update_count"].items()}
-        opt._index_update_count = counts
-        opt._all_index_update_counts = {0: counts}
+        mxnet_compat.set_update_counts(opt, {0: counts})
         opt.num_update = meta["num_update"]
         self._load_extra_state(meta["extra"])
 

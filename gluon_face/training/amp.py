@@ -3,7 +3,7 @@
 MXNet 1.9.1's ``mxnet.contrib.amp.init`` only rewrites the legacy ``mx.nd`` /
 ``mx.sym`` operator namespaces, so the numpy-mode networks of gluon_face would
 stay float32 under it.  Instead the hybridized backbone's cached graph goes
-through amp's symbol pass (:func:`gluon_face.inference.to_low_precision`) and
+through amp's symbol pass (:func:`gluon_face.graph.precision.to_low_precision`) and
 the resulting ``SymbolBlock`` *shares* the backbone's parameters:
 
 * the master weights, their gradients and the optimizer state stay float32;
@@ -174,7 +174,7 @@ def low_precision_backbone(net, example, dtype, split_prelu=True):
     dtype : {'bfloat16', 'float16'}
     split_prelu : bool, default True
         Split PReLU into oneDNN operators that run in ``dtype``
-        (:func:`gluon_face.inference.to_low_precision`); otherwise PReLU runs
+        (:func:`gluon_face.graph.precision.to_low_precision`); otherwise PReLU runs
         in float32 between casts.
 
     Returns
@@ -183,10 +183,10 @@ def low_precision_backbone(net, example, dtype, split_prelu=True):
         ``block(x)`` -> float32 embeddings; gradients land in ``net``'s
         parameters (float32).
     """
-    from .. import inference
+    from ..graph.precision import to_low_precision
 
-    return inference.to_low_precision(net, example, dtype=dtype, share_params=True,
-                                      split_prelu=split_prelu)
+    return to_low_precision(net, example, dtype=dtype, share_params=True,
+                            split_prelu=split_prelu)
 
 
 def grads_finite(params, ctx):
@@ -224,9 +224,9 @@ def count_skipped_update(optimizer):
     the global step, as without loss scaling.  Adam-style bias corrections
     read the same counters.
     """
-    for counts in optimizer._all_index_update_counts.values():
-        for index in counts:
-            counts[index] += 1
+    from ..graph import mxnet_compat
+
+    mxnet_compat.advance_update_counts(optimizer)
     optimizer.num_update += 1
 
 

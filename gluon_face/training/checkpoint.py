@@ -45,6 +45,7 @@ from mxnet.util import use_np
 
 from .._io import TMP_SUFFIX, make_temp_dir
 from .._mxnet import error_message
+from ..graph import mxnet_compat as compat
 
 __all__ = ["save_checkpoint", "load_params", "load_checkpoint_state", "load_model",
            "resolve_checkpoint", "check_compatible", "build_backbone", "copy_checkpoint",
@@ -72,11 +73,11 @@ def build_backbone(name, **kwargs):
 
 
 def _updaters(trainer):
-    if getattr(trainer, "_update_on_kvstore", False):
+    if compat.updates_on_kvstore(trainer):
         raise CheckpointError("the optimizer state lives on the kvstore servers "
                               "(update_on_kvstore, e.g. kvstore dist_async) and cannot be "
                               "checkpointed")
-    return trainer._updaters
+    return compat.trainer_updaters(trainer)
 
 
 def _state_layout(state, key, arrays):
@@ -126,7 +127,7 @@ def save_optimizer_states(trainer, folder):
     import mxnet as mx
 
     updater = _updaters(trainer)[0]
-    optimizer = trainer._optimizer
+    optimizer = trainer.optimizer
     arrays, layout = {}, {}
     for index in sorted(updater.states, key=str):
         layout[str(index)] = _state_layout(updater.states[index], f"state/{index}", arrays)
@@ -135,7 +136,7 @@ def save_optimizer_states(trainer, folder):
             "begin_num_update": int(optimizer.begin_num_update),
             "index_update_counts": {str(dev): {str(i): int(n) for i, n in counts.items()}
                                     for dev, counts in
-                                    optimizer._all_index_update_counts.items()},
+                                    compat.update_counts(optimizer).items()},
             "index_is_int": all(isinstance(i, int) for i in updater.states),
             "states": layout}
     with mx.util.np_array(True), mx.util.np_shape(True):
@@ -178,12 +179,13 @@ def load_optimizer_states(trainer, folder):
     except (OSError, mx.base.MXNetError) as err:
         raise CheckpointError(f"{params_path}: unreadable optimizer state "
                               f"({error_message(err)})") from None
-    optimizer = trainer._optimizer
+    optimizer = trainer.optimizer
     kind = type(optimizer).__name__.lower()
     if meta.get("optimizer") != kind:
         raise CheckpointError(f"{json_path}: state of optimizer {meta.get('optimizer')!r}, "
                               f"this run uses {kind!r}")
-    num_params = len(trainer._params)
+    trained = compat.trainer_params(trainer)
+    num_params = len(trained)
 
     def index(key):
         return int(key) if meta.get("index_is_int", True) else key
@@ -194,17 +196,14 @@ def load_optimizer_states(trainer, folder):
         raise CheckpointError(f"{json_path}: state for parameter {bad[0]} of a model with "
                               f"{num_params} trained parameters")
     for key, value in arrays.items():  # momentum / moments have their weight's shape
-        param = trainer._params[index(key.split("/")[1].split(".")[0])] \
+        param = trained[index(key.split("/")[1].split(".")[0])] \
             if meta.get("index_is_int", True) and key.count("/") == 1 else None
         if param is not None and param.shape is not None and \
                 tuple(param.shape) != tuple(value.shape):
             raise CheckpointError(f"{params_path}: {key} has shape {tuple(value.shape)}, "
                                   f"parameter {param.name} is {tuple(param.shape)}")
     updaters = _updaters(trainer)
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    if trainer._params_to_init:
-        trainer._init_params()
+    compat.ensure_trainer_initialized(trainer)
     for updater in updaters:
         updater.states = {index(k): _state_from_layout(v, arrays, params_path)
                           for k, v in layout.items()}
@@ -212,12 +211,8 @@ def load_optimizer_states(trainer, folder):
         updater.optimizer = optimizer
     optimizer.num_update = num_update
     optimizer.begin_num_update = int(meta.get("begin_num_update", 0))
-    optimizer._all_index_update_counts = {
-        int(dev): {index(i): int(n) for i, n in c.items()} for dev, c in counts.items()}
-    if not optimizer._all_index_update_counts:
-        optimizer._all_index_update_counts = {0: {}}
-    optimizer._index_update_count = optimizer._all_index_update_counts[
-        min(optimizer._all_index_update_counts)]
+    compat.set_update_counts(optimizer, {
+        int(dev): {index(i): int(n) for i, n in c.items()} for dev, c in counts.items()})
 
 
 def upgrade_legacy_states(folder, trainer):
@@ -283,7 +278,7 @@ def load_params(block, path, ctx):
     except (OSError, mx.base.MXNetError) as err:
         raise CheckpointError(f"{path}: cannot read parameters ({error_message(err)})"
                               ) from None
-    params = block._collect_params_with_prefix()
+    params = compat.structural_params(block)
     missing = sorted(set(params) - set(loaded))
     extra = sorted(set(loaded) - set(params))
     if missing or extra:
@@ -296,7 +291,7 @@ def load_params(block, path, ctx):
                 tuple(param.shape) != tuple(value.shape) and 0 not in param.shape:
             raise CheckpointError(f"{path}: {name} has shape {tuple(value.shape)}, the model "
                                   f"expects {tuple(param.shape)}")
-        param._load_init(value, ctx)
+        compat.load_parameter(param, value, ctx)
 
 
 def stale_temp_folders(folder):

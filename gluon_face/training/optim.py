@@ -6,13 +6,15 @@ poly / linear / constant decay.  MXNet's optimiser calls the schedule with its
 update counter ``num_update`` (1 at the first step), which is saved with the
 optimiser state, so a resumed run continues the schedule where it stopped.
 
-MXNet 1.9.1 has the fused ``_adamw_update`` operator but no registered AdamW
-optimiser; :class:`AdamW` wraps the operator.
+MXNet 1.9.1 has the fused AdamW operator (``mx.nd.contrib.adamw_update``) but
+no registered AdamW optimiser; :class:`AdamW` wraps the operator.
 """
 import math
 
 import mxnet as mx
 from mxnet import optimizer as mx_optimizer
+
+from ..graph import mxnet_compat
 
 __all__ = ["AdamW", "build_lr_scheduler", "build_optimizer"]
 
@@ -32,7 +34,7 @@ class AdamW(mx_optimizer.Optimizer):
 
     The decay :math:`\lambda` is scaled by the learning rate but not by the
     adaptive denominator (the "decoupled" part), as in PyTorch's ``AdamW``.
-    Runs MXNet's fused ``_adamw_update`` operator (``eta`` = :math:`\eta_t`,
+    Runs MXNet's fused ``adamw_update`` operator (``eta`` = :math:`\eta_t`,
     ``lr`` = the bias correction).
     """
 
@@ -47,16 +49,13 @@ class AdamW(mx_optimizer.Optimizer):
                 mx.nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
 
     def update(self, index, weight, grad, state):
-        self._update_count(index)
-        eta = self._get_lr(index)
-        wd = self._get_wd(index)
-        t = self._index_update_count[index]
+        t, eta, wd = mxnet_compat.begin_update(self, index)
         correction = math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
         mean, var = state
-        rescale = mx.nd.full((1,), self.rescale_grad, ctx=weight.context)
-        mx.nd._internal._adamw_update(
-            weight=weight, grad=grad, mean=mean, var=var, rescale_grad=rescale, lr=correction,
-            eta=eta, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon, wd=wd,
+        mx.nd.contrib.adamw_update(
+            weight=weight, grad=grad, mean=mean, var=var, rescale_grad=self.rescale_grad,
+            lr=correction, eta=eta, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
+            wd=wd,
             clip_gradient=self.clip_gradient if self.clip_gradient else -1.0, out=weight)
 
 
