@@ -38,25 +38,37 @@ MXNet's generator is re-seeded from ``(seed, step)`` before each step (re-seedin
 waits for the engine, so networks without dropout skip it), so a resumed run
 repeats the uninterrupted run's losses.
 
+Around the step (:mod:`.callbacks`): :meth:`FaceTrainer.fit` is a short loop of
+``train_step`` calls; its log lines and ``metrics.csv`` rows, verification, the
+checkpoints, the plots and the Ctrl-C / SIGTERM handling are callbacks, and a
+user's own callbacks (``FaceTrainer(..., callbacks=[...])``) run after them.
+
 Library code never prints: progress goes to a :mod:`logging` logger
 (``gluon_face.training`` unless one is passed) that the tool configures.
 """
-import contextlib
-import csv
 import logging
 import math
 import os
-import shutil
-import signal
-import threading
 import time
 
 import numpy as onp
 from mxnet.util import use_np
 
-from .._io import atomic_open
 from .._mxnet import error_message
+from ..graph import mxnet_compat
 from ..heads import head_keywords
+from .callbacks import (
+    Callback,
+    RunInfo,
+    StepInfo,
+    TrainingDiverged,
+    check_weights_finite,
+    default_callbacks,
+    diverged,
+    find_val_targets,
+    load_evaluation_sets,
+    run_evaluation,
+)
 from .checkpoint import (
     LEGACY_STATES,
     OPTIMIZER_JSON,
@@ -64,7 +76,6 @@ from .checkpoint import (
     CheckpointError,
     build_backbone,
     check_compatible,
-    copy_checkpoint,
     load_checkpoint_state,
     load_optimizer_states,
     load_params,
@@ -75,93 +86,25 @@ from .checkpoint import (
 from .config import ConfigError, TrainConfig
 from .loader import EpochBatches, FlipDataset, batches_per_epoch
 from .optim import build_lr_scheduler, build_optimizer
+from .run_folder import (
+    METRICS_CSV,
+    check_output,
+    holds_run,  # noqa: F401  (importable from here as before the move)
+    next_free_output,  # noqa: F401
+    read_history,
+    write_history,
+)
+from .run_folder import prepare_output as prepare_output_folder
 
 __all__ = ["FaceTrainer", "train", "TrainingDiverged", "find_val_targets", "METRICS_CSV"]
 
-METRICS_CSV = "metrics.csv"
-DEFAULT_OUTPUT = TrainConfig().output
-#: What a run writes into its output folder (``train.log`` comes from tools/train.py).
-RUN_FILES = ("checkpoints", "config.yaml", METRICS_CSV, "curves.png", "roc.png", "train.log")
-#: Verification sets looked for first (in this order); then every other *.bin, sorted.
-PREFERRED_TARGETS = ("lfw", "cfp_fp", "agedb_30", "open_set")
 _HEAD_MARGIN_KEYS = ("margin_s", "margin_m", "margin_a", "margin_b", "easy_margin")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the step."""
-
-
-def find_val_targets(data_dir, names=()):
-    """``[(name, path)]`` of the verification ``.bin`` sets to evaluate.
-
-    Parameters
-    ----------
-    data_dir : str
-        Training data folder.
-    names : list of str
-        Names in ``data_dir`` (``lfw`` for ``lfw.bin``) or paths of ``.bin``
-        files; empty: ``lfw``, ``cfp_fp``, ``agedb_30``, ``open_set`` if
-        present, then every other ``*.bin`` of ``data_dir`` in name order.
-
-    Raises
-    ------
-    ConfigError
-        If a named set does not exist.
-    """
-    if names:
-        out = []
-        for name in names:
-            path = name if name.endswith(".bin") else os.path.join(data_dir, name + ".bin")
-            if not os.path.isfile(path):
-                found = sorted(f[:-4] for f in os.listdir(data_dir) if f.endswith(".bin"))
-                raise ConfigError(f"val_targets: {path} does not exist (sets in {data_dir}: "
-                                  f"{', '.join(found) or 'none'})")
-            out.append((os.path.basename(path)[:-4], path))
-        return out
-    found = sorted(f[:-4] for f in os.listdir(data_dir) if f.endswith(".bin"))
-    ordered = [n for n in PREFERRED_TARGETS if n in found] + \
-        [n for n in found if n not in PREFERRED_TARGETS]
-    return [(n, os.path.join(data_dir, n + ".bin")) for n in ordered]
 
 
 def _batchify(samples):
     data = onp.stack([s[0] for s in samples]).astype(onp.float32, copy=False)
     label = onp.asarray([s[1] for s in samples], dtype=onp.float32)
     return data, label
-
-
-class _StopFlag:
-    """SIGINT / SIGTERM handler that asks the loop to stop after the current step.
-
-    SIGTERM is what batch schedulers and service managers send before they kill
-    a job, so it is treated like Ctrl-C: the step finishes, the checkpoint is
-    saved, the run ends.  A second signal raises :class:`KeyboardInterrupt` at once.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.requested = False
-        self.signum = None
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.signum = signum
-
-    @contextlib.contextmanager
-    def installed(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        try:
-            yield self
-        finally:
-            for s, previous in self._previous.items():
-                signal.signal(s, previous)
 
 
 @use_np
@@ -171,7 +114,10 @@ class FaceTrainer:
     Attributes after construction: ``backbone``, ``head``, ``trainer``
     (:class:`mxnet.gluon.Trainer`), ``ctx`` (list of contexts), ``dataset``,
     ``num_classes``, ``steps_per_epoch``, ``step`` (global steps done),
-    ``val_sets`` (name -> (images, issame)).
+    ``val_sets`` (name -> (images, issame)), ``callbacks`` (the built-in
+    callbacks, then the user's), ``history`` (the ``metrics.csv`` rows),
+    ``best_score``, ``last_results`` and ``last_identification`` (the latest
+    :meth:`evaluate`).
 
     Parameters
     ----------
@@ -191,30 +137,44 @@ class FaceTrainer:
         optimizer state is a pickle, before loading it
         (:func:`~gluon_face.training.checkpoint.upgrade_legacy_states`; this
         unpickles it, so only for checkpoints from a trusted source).
+    callbacks : list of Callback, optional
+        Called by :meth:`fit` after the built-in ones
+        (:func:`~gluon_face.training.callbacks.default_callbacks`: log lines,
+        verification, checkpoints, plots, signals), in list order.  The
+        ``callbacks`` attribute may be edited before :meth:`fit`.
 
     Raises
     ------
     ConfigError, ValueError, CheckpointError
         For bad settings (unknown network or loss, missing data, batch size not
         divisible by the number of devices, a resume checkpoint that does not fit).
+    TypeError
+        If ``config`` is not a :class:`TrainConfig` or a callback not a
+        :class:`~gluon_face.training.callbacks.Callback`.
     """
 
     def __init__(self, config, log=None, progress=None, overwrite=False,
-                 upgrade_checkpoint=False):
+                 upgrade_checkpoint=False, callbacks=None):
         import mxnet as mx
 
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        callbacks = list(callbacks or ())
+        for callback in callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(f"callbacks must be Callback instances, got "
+                                f"{type(callback).__name__}")
+        self.callbacks = default_callbacks() + callbacks
         self.config = config.validate()
         self.log = log or logging.getLogger("gluon_face.training")
         self.progress = progress
         self.overwrite = bool(overwrite)
         self._upgrade_checkpoint = bool(upgrade_checkpoint)
         self._output_ready = False
-        self._check_output()
-        cfg = self.config
+        self._stop = None
+        self.config = cfg = check_output(self.config, self.overwrite, self.log)
 
-        from .embed import parse_ctx
+        from ..devices import parse_ctx
 
         self.ctx = parse_ctx(cfg.ctx)
         if cfg.split_prelu is None:
@@ -243,56 +203,17 @@ class FaceTrainer:
         if cfg.resume:
             self._resume(cfg.resume)
 
-    # ------------------------------------------------------------------ setup
-    def _check_output(self):
-        """Never destroy a run: see ``overwrite`` in the class doc."""
-        cfg = self.config
-        output = os.path.abspath(os.path.expanduser(cfg.output))
-        if os.path.exists(output) and not os.path.isdir(output):
-            raise ConfigError(f"output {output} is a file, not a folder")
-        if cfg.data_dir is not None and _inside(output, cfg.data_dir):
-            raise ConfigError(f"output {output} lies inside data_dir {cfg.data_dir}; a run "
-                              "must not write into its training data")
-        folder = None
-        if cfg.resume:
-            try:
-                folder = load_checkpoint_state(cfg.resume)["folder"]
-            except CheckpointError:
-                folder = None  # reported by the resume itself
-        if folder is not None and _inside(output, folder):
-            raise ConfigError(f"output {output} lies inside the checkpoint {folder} it resumes "
-                              "from; use the run's folder (the one holding checkpoints/)")
-        if self.overwrite or not holds_run(output):
-            return
-        if cfg.resume and (folder is None or _inside(folder, output)):
-            return  # continuing the run in its own folder
-        if cfg.output == DEFAULT_OUTPUT:
-            free = next_free_output(cfg.output)
-            self.log.info("%s holds an earlier run (continue it with --resume %s); this run "
-                          "goes to %s", cfg.output, cfg.output, free)
-            self.config = cfg.replace(output=free)
-            return
-        raise ConfigError(f"output {output} already holds a run (config.yaml, metrics.csv or "
-                          f"checkpoints/); continue it with --resume {cfg.output}, replace it "
-                          "with --overwrite, or pick another --output")
-
+    # ------------------------------------------------------------ setup: output, kvstore, data
     def prepare_output(self):
         """Create the output folder and write ``config.yaml`` (rank 0; :meth:`fit` calls it).
 
-        With ``overwrite``, what an earlier run wrote there (:data:`RUN_FILES`) is
-        removed first.  Done once; nothing is touched before it.
+        With ``overwrite``, what an earlier run wrote there
+        (:data:`~gluon_face.training.run_folder.RUN_FILES`) is removed first.  Done
+        once; nothing is touched before it.
         """
         if self._output_ready or not self.is_writer:
             return
-        if self.overwrite:
-            for name in RUN_FILES:
-                path = self._out(name)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                elif os.path.lexists(path):
-                    os.remove(path)
-        os.makedirs(self.config.output, exist_ok=True)
-        self.config.to_yaml(self._out("config.yaml"))
+        prepare_output_folder(self.config, self.overwrite)
         self._output_ready = True
 
     def _make_kvstore(self):
@@ -308,7 +229,7 @@ class FaceTrainer:
         return kv, kv.rank, kv.num_workers
 
     def _open_data(self):
-        from ..data import FaceRecordDataset, FaceTransform, load_bin, read_dataset_info
+        from ..data import FaceRecordDataset, FaceTransform, read_dataset_info
 
         cfg = self.config
         if cfg.data_dir is None:
@@ -336,19 +257,10 @@ class FaceTrainer:
             raise ConfigError(f"batch_size {cfg.batch_size} is larger than the "
                               f"{len(self.dataset) // self.num_workers} training images "
                               f"per worker in {rec}")
-        self.val_sets = {}
-        if self.is_writer:
-            for name, path in find_val_targets(data_dir, cfg.val_targets):
-                images, issame = load_bin(path, image_size=self.image_size)
-                self.val_sets[name] = (images, issame)
-        self.identification = None
-        if self.is_writer and cfg.val_identification not in (None, "none"):
-            self.identification = _load_identification(cfg.val_identification,
-                                                       self.image_size)
-        if cfg.best_target is not None and self.is_writer \
-                and cfg.best_target not in self.val_sets:
-            raise ConfigError(f"best_target {cfg.best_target!r} is not a verification set "
-                              f"of this run ({', '.join(self.val_sets) or 'none'})")
+        self.val_sets, self.identification = {}, None
+        if self.is_writer:  # only rank 0 verifies
+            self.val_sets, self.identification = load_evaluation_sets(cfg, data_dir,
+                                                                      self.image_size)
 
     def _glyph_data(self):
         """The built-in glyph identities, built (with a log line and a bar) on first use."""
@@ -394,6 +306,7 @@ class FaceTrainer:
         changes["val_identification"] = ident
         self.config = cfg.replace(**changes)
 
+    # ------------------------------------------------------------ setup: model, optimizer
     def _model_spec(self):
         cfg = self.config
         size = self.image_size[0] if self.image_size[0] == self.image_size[1] \
@@ -438,7 +351,7 @@ class FaceTrainer:
         if cfg.freeze_bn:
             for block in _walk(self.backbone):
                 if isinstance(block, gluon.nn.BatchNorm):
-                    block._kwargs["use_global_stats"] = True
+                    mxnet_compat.set_operator_kwarg(block, "use_global_stats", True)
         self._warm_up_shapes()
         if cfg.hybridize:
             self.backbone.hybridize(static_alloc=True, static_shape=True)
@@ -498,11 +411,11 @@ class FaceTrainer:
 
         ``amp``: its graph in ``amp_dtype``; ``hybridize`` + ``split_prelu``: its
         float32 graph with PReLU split into oneDNN operators
-        (:func:`gluon_face.inference.to_split_prelu`); else the backbone itself.
+        (:func:`gluon_face.graph.prelu.to_split_prelu`); else the backbone itself.
         """
         from mxnet import np
 
-        from ..inference import to_split_prelu
+        from ..graph.prelu import to_split_prelu
         from .amp import low_precision_backbone
 
         cfg = self.config
@@ -567,12 +480,10 @@ class FaceTrainer:
         if not self.config.kvstore.startswith("dist"):
             return
         trainer = self.trainer
-        if not trainer._kv_initialized:
-            trainer._init_kvstore()
-        if trainer._params_to_init:
-            trainer._init_params()
+        if mxnet_compat.ensure_trainer_initialized(trainer):
             _wait_all()
 
+    # ------------------------------------------------------------ setup: resume
     def _resume(self, path):
         cfg = self.config
         state = load_checkpoint_state(path)
@@ -622,8 +533,7 @@ class FaceTrainer:
             except ValueError as err:
                 raise CheckpointError(f"cannot resume from {folder}: {err}") from None
         self.best_score = state.get("best_score")
-        self.history = [row for row in _read_history(self._out(METRICS_CSV))
-                        if _as_int(row.get("step")) <= self.step]
+        self.history = read_history(self._out(METRICS_CSV), up_to_step=self.step)
         self.log.info("resumed from %s at step %d (epoch %d)", folder, self.step,
                       self.step // self.steps_per_epoch)
 
@@ -639,73 +549,7 @@ class FaceTrainer:
             raise CheckpointError(f"cannot resume from {folder}: {error_message(err)}"
                                   ) from None
 
-    # ------------------------------------------------------------------ helpers
-    def _out(self, *parts):
-        return os.path.join(self.config.output, *parts)
-
-    def _state(self):
-        return {"epoch": self.step // self.steps_per_epoch, "step": self.step,
-                "best_score": self.best_score,
-                "best_target": self._best_target(),
-                "model": self.model_spec, "head": self.head_spec,
-                "num_classes": self.num_classes, "emb_size": self.config.emb_size,
-                "image_size": list(self.image_size), "steps_per_epoch": self.steps_per_epoch,
-                "batch_size": self.config.batch_size, "num_workers": self.num_workers,
-                "rng": {"seed": self.config.seed,
-                        "scheme": "data order from (seed, epoch); mxnet seeded from "
-                                  "(seed, step) before each step"},
-                "amp": None if self.amp_dtype is None else {
-                    "dtype": self.amp_dtype,
-                    "loss_scaler": None if self.loss_scaler is None
-                    else self.loss_scaler.state_dict()},
-                "verification": {k: v["score"].as_dict() if hasattr(v["score"], "as_dict")
-                                 else None for k, v in self.last_results.items()}}
-
-    def _best_target(self):
-        if self.config.best_target:
-            return self.config.best_target
-        return next(iter(self.val_sets), None)
-
-    def _weight_sums(self):
-        """``(name, sum)`` of every weight array (a NaN or inf anywhere shows in the sum)."""
-        blocks = [self.backbone] if self.parallel else [self.backbone, self.head]
-        for block in blocks:
-            for name, param in block.collect_params().items():
-                yield name, param.data(self.ctx[0]).sum()
-        if self.parallel:
-            for k, shard in enumerate(self.head.shards):
-                yield f"fc7_weight shard {k} ({shard.ctx})", shard.weight.sum()
-
-    def _check_weights_finite(self):
-        """Raise :class:`TrainingDiverged` if any weight is NaN or infinite."""
-        for name, total in self._weight_sums():
-            if not math.isfinite(float(total.item())):
-                raise self._diverged(f"weights are not finite ({name}) after step {self.step} "
-                                     f"(epoch {self.epoch_of(self.step - 1)}); not saved")
-
-    def _diverged(self, problem):
-        """:class:`TrainingDiverged` for ``problem``, naming the checkpoint that is kept."""
-        last = self._out("checkpoints", "last")
-        kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
-            "no checkpoint was saved yet"
-        return TrainingDiverged(f"{problem}; {kept}. Try a lower --lr or a longer "
-                                "--warmup-epochs")
-
-    def save(self, which="last"):
-        """Write the full state to ``<output>/checkpoints/<which>``; returns the folder.
-
-        Raises
-        ------
-        TrainingDiverged
-            If a weight is not finite (nothing is written then).
-        """
-        self._check_weights_finite()
-        folder = self._out("checkpoints", which)
-        state = self._state()
-        save_checkpoint(folder, self.backbone, self.head, self.trainer, _jsonable(state),
-                        self.config.to_yaml(), center=self.center, head_states=self.parallel)
-        return folder
-
+    # ------------------------------------------------------------ one step
     def _step_seed(self):
         return (self.config.seed * 1000003 + self.step) % (2 ** 31 - 1)
 
@@ -744,9 +588,8 @@ class FaceTrainer:
         total = sum(float(l.sum().item()) for l in losses)
         value = total / len(data)
         if not math.isfinite(value):
-            raise self._diverged(f"loss is {value} at step {self.step + 1} (epoch "
-                                 f"{self.epoch_of(self.step)}); stopped before updating the "
-                                 "weights")
+            raise diverged(self, f"loss is {value} at step {self.step + 1} (epoch "
+                           f"{self.epoch_of(self.step)}); stopped before updating the weights")
         batch = len(data) * self.num_workers
         self._sync_kvstore()
         if self.loss_scaler is None:
@@ -803,167 +646,19 @@ class FaceTrainer:
         """1-based epoch that global step ``step + 1`` belongs to."""
         return step // self.steps_per_epoch + 1
 
-    def evaluate(self):
-        """Verification on every ``.bin`` set: name -> evaluate_bin result dict.
-
-        With an identification set (``val_identification``) its open-set metrics
-        go to ``last_identification``.  Every distinct image is embedded once per
-        round: the pair sets and the identification images share one cache.
-        """
-        from .embed import evaluate_bin
-
-        results = {}
-        if self.val_sets or self.identification is not None:
-            self._check_weights_finite()
-        embedder = self._embedder()
-        cache = {}
-        self.last_identification = None
-        if self.identification is not None:
-            self.last_identification = self._evaluate_identification(embedder, cache)
-        per_image = 2 if self.config.flip_test else 1
-        for name, (images, issame) in self.val_sets.items():
-            bar = None
-            if self.progress is not None:
-                bar = self.progress(total=2 * per_image * len(issame), desc=f"verify {name}")
-            with self._finite_embeddings(name):
-                try:
-                    res = evaluate_bin(embedder, images, issame, ctx_list=self._eval_ctx,
-                                       batch_size=self.config.eval_batch_size,
-                                       progress=bar.update if bar is not None else None,
-                                       flip_test=self.config.flip_test, cache=cache)
-                finally:
-                    if bar is not None:
-                        bar.close()
-            results[name] = res
-            score = res["score"]
-            extra = f"no flip {res['noflip'].accuracy:.4f}" if res["flip_test"] else \
-                "no flip test"
-            self.log.info("verify %s (%d pairs): accuracy %.4f +- %.4f (%s), "
-                          "VAL %.4f @ FAR %.4f, AUC %.4f", name, res["pairs"], score.accuracy,
-                          score.accuracy_std, extra, score.val, score.far, score.auc)
-        if self.last_identification is not None:
-            self._log_identification(self.last_identification)
-        self.last_results = results
-        return results
-
-    def _embedder(self):
-        """The block verification embeds with, and ``self._eval_ctx``, its devices.
-
-        On one CPU context of a hybridized run: a fused inference copy of the
-        backbone (BatchNorm folded, oneDNN fusion; the same embeddings to float32
-        rounding, made afresh each round from the current weights).  Otherwise the
-        backbone itself on every context.
-        """
-        from mxnet import np
-
-        from ..inference import prepare_embedder
-
-        cfg = self.config
-        self._eval_ctx = self.ctx
-        if not (cfg.hybridize and len(self.ctx) == 1 and self.ctx[0].device_type == "cpu"):
-            return self.backbone
-        example = np.zeros((cfg.eval_batch_size, 3) + tuple(self.image_size), ctx=self.ctx[0])
-        return prepare_embedder(self.backbone, example, mode="fused")
-
-    @contextlib.contextmanager
-    def _finite_embeddings(self, name):
-        """Turn the evaluation's "not finite" error into :class:`TrainingDiverged`."""
-        try:
-            yield
-        except ValueError as err:
-            if "NaN" not in str(err) and "infinite" not in str(err):
-                raise
-            last = self._out("checkpoints", "last")
-            kept = f"last good checkpoint: {last}" if os.path.isdir(last) else \
-                "no checkpoint was saved yet"
-            raise TrainingDiverged(
-                f"the embeddings of {name} are not finite after step {self.step} (epoch "
-                f"{self.epoch_of(self.step - 1)}); not saved; {kept}. Try a lower --lr "
-                "or a longer --warmup-epochs") from None
-
-    def _evaluate_identification(self, embedder, cache):
-        """All-pairs TAR at FAR and 1:N identification on the open-set ``.rec``."""
-        from .embed import evaluate_identities
-
-        path, images, labels = self.identification
-        bar = None
-        if self.progress is not None:
-            bar = self.progress(total=len(images) * (2 if self.config.flip_test else 1),
-                                desc="identify")
-        with self._finite_embeddings(os.path.basename(path)):
-            try:
-                res = evaluate_identities(embedder, images, labels, ctx_list=self._eval_ctx,
-                                          batch_size=self.config.eval_batch_size,
-                                          flip_test=self.config.flip_test, cache=cache,
-                                          progress=bar.update if bar is not None else None)
-            finally:
-                if bar is not None:
-                    bar.close()
-        res["path"] = path
-        return res
-
-    def _log_identification(self, res):
-        pairs, ident = res["all_pairs"], res["identification"]
-        self.log.info("open set %s (%d images, %d identities): TAR %.4f @ FAR 1e-3 over %d "
-                      "pairs, rank-1 %.4f, rank-5 %.4f, TPIR %.4f @ FPIR 1e-2",
-                      res["path"], res["images"], res["identities"], pairs.tar_at_far[1e-3],
-                      pairs.num_genuine + pairs.num_impostor, ident.rank[1], ident.rank[5],
-                      ident.tpir_at_fpir.get(1e-2, float("nan")))
-
-    def _record(self, row):
-        self.history.append(row)
-        if self.is_writer:
-            _write_history(self._out(METRICS_CSV), self.history)
-
-    def _evaluate_and_save(self):
-        results = self.evaluate() if self.val_sets else {}
-        row = {"step": self.step, "epoch": self.step / self.steps_per_epoch}
-        for name, res in results.items():
-            row[f"{name}_acc"] = res["score"].accuracy
-            row[f"{name}_acc_noflip"] = res["noflip"].accuracy
-        if self.last_identification is not None:
-            pairs = self.last_identification["all_pairs"]
-            row["open_tar_far1e-3"] = pairs.tar_at_far[1e-3]
-            row["open_rank1"] = self.last_identification["identification"].rank[1]
-        if len(row) > 2:
-            self._record(row)
-        improved = False
-        target = self._best_target()
-        if target in results:
-            score = results[target]["score"].accuracy
-            if self.best_score is None or score > self.best_score:
-                self.best_score, improved = score, True
-        if self.is_writer:
-            last = self.save("last")
-            if improved:
-                copy_checkpoint(last, self._out("checkpoints", "best"))
-                self.log.info("new best %s accuracy %.4f: saved %s", target, self.best_score,
-                              self._out("checkpoints", "best"))
-            self._plot(results)
-        return results
-
-    def _plot(self, results):
-        from ..evaluation import plot_curves, plot_roc
-
-        try:
-            if self.history:
-                plot_curves(_columns(self.history), path=self._out("curves.png"),
-                            title=f"{self.config.network} + {self.config.loss}")
-            if results:
-                plot_roc({k: v["score"] for k, v in results.items()}, path=self._out("roc.png"),
-                         title=f"ROC at step {self.step}")
-        except (ValueError, OSError) as err:  # a figure never stops training
-            self.log.warning("could not draw the plots: %s", err)
-
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------ the loop
     def fit(self):
         """Train until ``epochs`` (or ``max_steps``) are done, Ctrl-C, or divergence.
+
+        A loop of :meth:`train_step` calls; what surrounds the steps is done by
+        ``self.callbacks`` (see :mod:`gluon_face.training.callbacks`).
 
         Returns
         -------
         dict
-            ``status`` ('finished', 'max_steps', 'interrupted' (SIGINT) or
-            'terminated' (SIGTERM)), ``step``,
+            ``status`` ('finished', 'max_steps', 'interrupted' (SIGINT),
+            'terminated' (SIGTERM) or the status a callback's
+            :meth:`request_stop` gave, 'stopped' by default), ``step``,
             ``epoch``, ``first_loss``, ``last_loss``, ``best_score``,
             ``best_target``, ``verification`` {name: accuracy}, ``seconds``,
             ``output``, ``checkpoint``.
@@ -973,127 +668,200 @@ class FaceTrainer:
         TrainingDiverged
             On a NaN or infinite loss (the last good checkpoint is kept).
         """
-        from mxnet import gluon
-
-        cfg = self.config
         self.prepare_output()
-        spe = self.steps_per_epoch
-        total = cfg.epochs * spe
-        end = min(total, cfg.max_steps) if cfg.max_steps else total
-        extra = ", ".join(f"{k}={v}" for k, v in sorted(cfg.model_kwargs.items()))
-        self.log.info(
-            "training %s%s + %s on %s: %d images, %d classes, %dx%d, batch %d on %s "
-            "(kvstore %s, worker %d/%d), %d steps/epoch, %d epochs", cfg.network,
-            f"({extra})" if extra else "", cfg.loss,
-            self.data_dir, len(self.dataset), self.num_classes, self.image_size[0],
-            self.image_size[1], cfg.batch_size, ",".join(str(c) for c in self.ctx), cfg.kvstore,
-            self.rank, self.num_workers, spe, cfg.epochs)
-        if self.parallel:
-            self.log.info("model-parallel head: %r", self.head)
-        if self.amp_dtype is not None:
-            self.log.info("amp: the backbone computes in %s%s (float32 master weights)%s; "
-                          "head, loss and verification (float32 backbone) in float32",
-                          self.amp_dtype, " (AMX allowed)" if self.amx else "",
-                          f", {self.loss_scaler!r}" if self.loss_scaler is not None else "")
-        dataset = FlipDataset(self.dataset, self.transform)
-        stop = _StopFlag()
-        status = "finished"
-        first_loss = last_loss = None
-        started = time.time()
-        window_start, window_steps, window_loss = time.time(), 0, 0.0
-        saved_at = None
-        with stop.installed():
+        total = self.config.epochs * self.steps_per_epoch
+        end = min(total, self.config.max_steps) if self.config.max_steps else total
+        run = RunInfo(start_step=self.step, end_step=end, total_steps=total,
+                      started=time.time())
+        self._stop = None
+        try:
+            self._call("on_train_begin", run)
             try:
-                while self.step < end:
-                    epoch = self.step // spe
-                    sampler = EpochBatches(len(self.dataset), cfg.batch_size, epoch,
-                                           seed=cfg.seed, flip=cfg.flip,
-                                           start=self.step - epoch * spe,
-                                           part=self.rank, num_parts=self.num_workers)
-                    # num_workers=0: decode in one background thread, overlapped with
-                    # the step (the decoders release the GIL); else worker processes
-                    loader = gluon.data.DataLoader(dataset, batch_sampler=sampler,
-                                                   batchify_fn=_batchify,
-                                                   num_workers=cfg.num_workers or 1,
-                                                   thread_pool=not cfg.num_workers)
-                    for data, label in loader:
-                        loss = self.train_step(data, label)
-                        first_loss = loss if first_loss is None else first_loss
-                        last_loss = loss
-                        window_steps += 1
-                        window_loss += loss
-                        if self.step % cfg.log_interval == 0 or self.step == end:
-                            now = time.time()
-                            elapsed = max(now - window_start, 1e-9)
-                            speed = window_steps * cfg.batch_size / elapsed
-                            eta = (end - self.step) * (now - window_start) / window_steps
-                            lr = self.trainer.learning_rate
-                            self.log.info("epoch %d/%d step %d/%d | loss %.4f | lr %.5f | "
-                                          "%.1f samples/s | ETA %s",
-                                          self.epoch_of(self.step - 1), cfg.epochs, self.step,
-                                          end, window_loss / window_steps, lr, speed,
-                                          _fmt_seconds(eta))
-                            self._record({"step": self.step, "epoch": self.step / spe,
-                                          "lr": lr, "loss": window_loss / window_steps,
-                                          "samples_per_sec": speed})
-                            window_start, window_steps, window_loss = time.time(), 0, 0.0
-                        epoch_end = self.step % spe == 0
-                        if epoch_end or (cfg.verbose and self.step % cfg.verbose == 0):
-                            self._evaluate_and_save()
-                            saved_at = self.step
-                            # evaluation time is not training speed
-                            window_start = time.time()
-                        if stop.requested or self.step >= end:
-                            break
-                    if stop.requested:
-                        status = "terminated" if stop.signum == signal.SIGTERM \
-                            else "interrupted"
-                        break
-                if status == "finished" and end < total:
-                    status = "max_steps"
+                self._loop(run)
             finally:
                 # A distributed worker must not leave (or save) with pushes still queued:
                 # MXNet 1.9.1 then waits forever at exit and rank 0 in its final save.
                 _wait_all()
-            if self.is_writer and saved_at != self.step:
-                self.save("last")
-        if status in ("interrupted", "terminated"):
-            self.log.warning("%s at step %d: saved %s; continue with --resume %s", status,
-                             self.step, self._out("checkpoints", "last"), cfg.output)
-        summary = {
-            "status": status, "step": self.step, "epoch": self.step / spe,
-            "first_loss": first_loss, "last_loss": last_loss,
-            "best_score": self.best_score, "best_target": self._best_target(),
+            if self._stop is not None:
+                run.status, reason = self._stop
+                if run.status == "stopped":
+                    self.log.info("stopped at step %d%s", self.step,
+                                  f": {reason}" if reason else "")
+            else:
+                run.status = "max_steps" if end < total else "finished"
+        except BaseException as err:
+            run.error = err
+            raise
+        finally:
+            self._train_end(run)
+        return self._summary(run)
+
+    def _loop(self, run):
+        """The steps from ``self.step`` to ``run.end_step``, each followed by the callbacks."""
+        dataset = FlipDataset(self.dataset, self.transform)
+        spe, verbose = self.steps_per_epoch, self.config.verbose
+        while self.step < run.end_step:
+            self._call("on_epoch_begin", self.epoch_of(self.step))
+            ready = time.time()
+            for data, label in self._epoch_loader(dataset):
+                loss = self.train_step(data, label)
+                step = self.step
+                info = StepInfo(step=step, epoch=self.epoch_of(step - 1), loss=loss,
+                                seconds=time.time() - ready, epoch_end=step % spe == 0,
+                                evaluate=step % spe == 0 or bool(verbose and step % verbose == 0),
+                                last=step == run.end_step)
+                run.first_loss = loss if run.first_loss is None else run.first_loss
+                run.last_loss = loss
+                self._call("on_step_end", info)
+                if info.epoch_end:
+                    self._call("on_epoch_end", info.epoch)
+                if self._stop is not None or step >= run.end_step:
+                    break
+                ready = time.time()
+            if self._stop is not None:
+                break
+
+    def _epoch_loader(self, dataset):
+        """The batches of the current epoch from ``self.step`` on (this worker's share)."""
+        from mxnet import gluon
+
+        cfg = self.config
+        epoch = self.step // self.steps_per_epoch
+        sampler = EpochBatches(len(self.dataset), cfg.batch_size, epoch, seed=cfg.seed,
+                               flip=cfg.flip, start=self.step - epoch * self.steps_per_epoch,
+                               part=self.rank, num_parts=self.num_workers)
+        # num_workers=0: decode in one background thread, overlapped with
+        # the step (the decoders release the GIL); else worker processes
+        return gluon.data.DataLoader(dataset, batch_sampler=sampler, batchify_fn=_batchify,
+                                     num_workers=cfg.num_workers or 1,
+                                     thread_pool=not cfg.num_workers)
+
+    def _call(self, hook, arg):
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, arg)
+
+    def _train_end(self, run):
+        """Every callback's ``on_train_end``, also after one of them failed.
+
+        The first error raised by a hook of a run that was ending normally becomes
+        ``run.error`` (later hooks see it) and is raised once all have run; one
+        raised while the run is already failing is logged, so it does not hide
+        the error that ended the run.
+        """
+        failure = None
+        for callback in self.callbacks:
+            try:
+                callback.on_train_end(self, run)
+            except BaseException as err:
+                if run.error is None:
+                    run.error = failure = err
+                else:
+                    self.log.warning("%s.on_train_end failed after an earlier error: %s",
+                                     type(callback).__name__, err)
+        if failure is not None:
+            raise failure
+
+    def request_stop(self, reason=None, status="stopped"):
+        """Ask :meth:`fit` to end after the current step, as Ctrl-C does.
+
+        The usual end-of-run checkpoint is written and :meth:`fit` returns with
+        ``status``.  The first request of a run wins.  With the default status
+        the loop logs ``stopped at step N: reason``; a caller passing its own
+        status reports the stop itself (as the signal handler does).  With a
+        ``dist_*`` kvstore every worker must ask at the same step: a worker that
+        stops alone leaves the others waiting for its gradients.
+
+        Parameters
+        ----------
+        reason : str, optional
+            Why, for the log.
+        status : str, default 'stopped'
+            The ``status`` of :meth:`fit`'s summary.
+        """
+        if self._stop is None:
+            self._stop = (status, reason)
+
+    def _summary(self, run):
+        ident = self.last_identification
+        return {
+            "status": run.status, "step": self.step, "epoch": self.step / self.steps_per_epoch,
+            "first_loss": run.first_loss, "last_loss": run.last_loss,
+            "best_score": self.best_score, "best_target": self.best_target,
             "verification": {k: v["score"].accuracy for k, v in self.last_results.items()},
-            "identification": None if self.last_identification is None else {
-                "tar_at_far": dict(self.last_identification["all_pairs"].tar_at_far),
-                "rank1": self.last_identification["identification"].rank[1],
-                "rank5": self.last_identification["identification"].rank[5]},
-            "seconds": time.time() - started, "output": os.path.abspath(cfg.output),
+            "identification": None if ident is None else {
+                "tar_at_far": dict(ident["all_pairs"].tar_at_far),
+                "rank1": ident["identification"].rank[1],
+                "rank5": ident["identification"].rank[5]},
+            "seconds": time.time() - run.started, "output": os.path.abspath(self.config.output),
             "checkpoint": self._out("checkpoints", "last") if self.is_writer else None,
         }
-        return summary
 
+    # ------------------------------------------------------------ state, saving, evaluation
+    def record(self, row):
+        """Append ``row`` (a dict with ``step`` and ``epoch``) to ``history`` and rewrite
+        ``metrics.csv`` (rank 0); a new key becomes a new column."""
+        self.history.append(row)
+        if self.is_writer:
+            write_history(self._out(METRICS_CSV), self.history)
 
-def _load_identification(path, image_size):
-    """``(path, images (N, H, W, 3) uint8, labels (N,))`` of an identification ``.rec``."""
-    from ..data import FaceRecordDataset
-    from ..data._image import resize_image
+    @property
+    def best_target(self):
+        """The verification set whose accuracy picks ``checkpoints/best``: ``best_target``
+        of the config, else the first set (None without sets)."""
+        if self.config.best_target:
+            return self.config.best_target
+        return next(iter(self.val_sets), None)
 
-    if not os.path.exists(path):
-        raise ConfigError(f"val_identification {path}: no such file or folder")
-    dataset = FaceRecordDataset(path)
-    rec = dataset.rec_path
-    images, labels = [], []
-    for i in range(len(dataset)):
-        image, label = dataset[i]
-        if image.shape[:2] != tuple(image_size):
-            image = resize_image(image, tuple(image_size))
-        images.append(image)
-        labels.append(label)
-    if not images:
-        raise ConfigError(f"val_identification {rec}: no images")
-    return rec, onp.stack(images), onp.asarray(labels, dtype=onp.int64)
+    def _out(self, *parts):
+        return os.path.join(self.config.output, *parts)
+
+    def _state(self):
+        return {"epoch": self.step // self.steps_per_epoch, "step": self.step,
+                "best_score": self.best_score,
+                "best_target": self.best_target,
+                "model": self.model_spec, "head": self.head_spec,
+                "num_classes": self.num_classes, "emb_size": self.config.emb_size,
+                "image_size": list(self.image_size), "steps_per_epoch": self.steps_per_epoch,
+                "batch_size": self.config.batch_size, "num_workers": self.num_workers,
+                "rng": {"seed": self.config.seed,
+                        "scheme": "data order from (seed, epoch); mxnet seeded from "
+                                  "(seed, step) before each step"},
+                "amp": None if self.amp_dtype is None else {
+                    "dtype": self.amp_dtype,
+                    "loss_scaler": None if self.loss_scaler is None
+                    else self.loss_scaler.state_dict()},
+                "verification": {k: v["score"].as_dict() if hasattr(v["score"], "as_dict")
+                                 else None for k, v in self.last_results.items()}}
+
+    def save(self, which="last"):
+        """Write the full state to ``<output>/checkpoints/<which>``; returns the folder.
+
+        Raises
+        ------
+        TrainingDiverged
+            If a weight is not finite (nothing is written then).
+        """
+        check_weights_finite(self)
+        folder = self._out("checkpoints", which)
+        state = self._state()
+        save_checkpoint(folder, self.backbone, self.head, self.trainer, _jsonable(state),
+                        self.config.to_yaml(), center=self.center, head_states=self.parallel)
+        return folder
+
+    def evaluate(self):
+        """Verification on every ``.bin`` set: name -> evaluate_bin result dict.
+
+        With an identification set (``val_identification``) its open-set metrics
+        go to ``last_identification``.  Every distinct image is embedded once per
+        round: the pair sets and the identification images share one cache.
+        The results are logged and kept in ``last_results``.
+
+        Raises
+        ------
+        TrainingDiverged
+            If a weight or an embedding is not finite.
+        """
+        return run_evaluation(self)
 
 
 def _wait_all():
@@ -1102,12 +870,13 @@ def _wait_all():
     mx.nd.waitall()
 
 
-def train(config, log=None, progress=None):
-    """Train with ``config``; see :class:`FaceTrainer` and :meth:`FaceTrainer.fit`.
+def train(config, log=None, progress=None, callbacks=None):
+    """Train with ``config``; see :class:`FaceTrainer` (``log``, ``progress``,
+    ``callbacks``) and :meth:`FaceTrainer.fit`.
 
     Returns the summary dict of :meth:`FaceTrainer.fit`.
     """
-    return FaceTrainer(config, log=log, progress=progress).fit()
+    return FaceTrainer(config, log=log, progress=progress, callbacks=callbacks).fit()
 
 
 # ----------------------------------------------------------------------------- utilities
@@ -1119,13 +888,8 @@ def _has_prelu(block):
 
 def _walk(block):
     yield block
-    for child in block._children.values():
+    for child in mxnet_compat.block_children(block).values():
         yield from _walk(child)
-
-
-def _fmt_seconds(seconds):
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def _jsonable(value):
@@ -1140,71 +904,6 @@ def _jsonable(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _columns(rows):
-    keys = []
-    for row in rows:
-        keys.extend(k for k in row if k not in keys)
-    return {k: [row.get(k) for row in rows] for k in keys}
-
-
-def _write_history(path, rows):
-    keys = []
-    for row in rows:
-        keys.extend(k for k in row if k not in keys)
-    with atomic_open(path, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in keys})
-
-
-def _read_history(path):
-    if not os.path.isfile(path):
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    out = []
-    for row in rows:
-        parsed = {}
-        for k, v in row.items():
-            if v in ("", None):
-                continue
-            try:
-                parsed[k] = float(v)
-            except ValueError:
-                parsed[k] = v
-        out.append(parsed)
-    return out
-
-
-def _as_int(value):
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return 0
-
-
-def holds_run(folder):
-    """Whether ``folder`` holds (part of) a training run: config.yaml, metrics.csv or
-    checkpoints/."""
-    return os.path.isdir(folder) and any(
-        os.path.lexists(os.path.join(folder, name))
-        for name in ("config.yaml", METRICS_CSV, "checkpoints"))
-
-
-def next_free_output(folder):
-    """``folder-2``, ``folder-3``, ...: the first that does not hold a run."""
-    n = 2
-    while holds_run(f"{folder}-{n}") or os.path.isfile(f"{folder}-{n}"):
-        n += 1
-    return f"{folder}-{n}"
-
-
-def _inside(path, folder):
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def split_prelu_for(ctx_list):
