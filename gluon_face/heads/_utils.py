@@ -14,10 +14,10 @@ def l2_normalize(F, x):
     operator ``L2Normalization(mode='instance')`` on a legacy view of ``x`` (no
     copy, autograd and hybridization see one operator) and views the result as a
     numpy-mode array again.  The written-out formula (:func:`l2_normalize_plain`)
-    runs five separate broadcast/reduce operators forward and more backward: on
-    a 100k x 512 class-centre matrix the fused operator made a margin head's
-    forward + backward about 2.5x faster on CPU (tests/heads/test_speed_paths.py
-    checks both agree).
+    runs five separate broadcast/reduce operators forward and more backward, so
+    the fused operator is the faster one on a large class-centre matrix
+    (``tools/benchmark_head.py`` measures both; tests/heads/test_speed_paths.py
+    checks they agree).
 
     Parameters
     ----------

@@ -2,8 +2,8 @@
 
 :func:`summarize` walks the block tree in forward order and propagates the
 per-example input shape through every layer by arithmetic, so it needs neither
-initialised parameters nor a forward pass: FaceResNet-100 is counted in
-milliseconds, and a classification head of millions of identities is counted
+initialised parameters nor a forward pass: even FaceResNet-100 is counted
+at once, and a classification head of millions of identities is counted
 from its declared parameter shapes without allocating it (:func:`count_declared`).
 
 Conventions (those of insightface's published figures):

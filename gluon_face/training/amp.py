@@ -70,9 +70,9 @@ def enable_amx(path=CPUINFO):
     (5.16+) for permission to use the tile registers, so with the variable
     alone its AMX kernels die with SIGILL.  This asks the kernel for that
     permission (``arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)``) and sets the
-    variable only when it was granted.  Measured here (one thread, batch 16,
-    112x112, images per CPU-second): FaceResNet-18 training float32 3.65,
-    bfloat16 without AMX 2.96, with AMX 4.20; FaceResNet-50 2.09, 1.58, 2.62.
+    variable only when it was granted.  Without AMX, bfloat16 training on
+    AVX-512 is slower than float32; ``tools/benchmark.py --amx auto|off``
+    measures both.
 
     Effective only before oneDNN runs its first primitive in this process
     (oneDNN reads the variable once: this runs one, then removes the

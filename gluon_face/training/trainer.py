@@ -473,7 +473,7 @@ class FaceTrainer:
         the first ``step`` and queues the weight pulls and the gradient pushes together;
         a server replaces a key's value by the summed gradients once every worker has
         pushed, so a weight pull the engine sends after its gradient push comes back
-        with the gradients (seen as the workers' heads ~100x apart in about 1 run in 8).
+        with the gradients (seen as workers whose heads drift far apart in some runs).
         Broadcasting here, after the backward pass, and waiting for it keeps the pulls
         ahead of the pushes (also after ``--resume``).
         """
