@@ -18,7 +18,7 @@ The commands ``tools/benchmark.py``, ``tools/benchmark_head.py`` and
 The names below are importable from this package; each submodule loads on first use,
 so that a worker measuring one head does not carry the others' modules in its memory.
 """
-import importlib
+from .._lazy import lazy_attributes
 
 _HOMES = {
     "timed": "timing", "summarize_times": "timing",
@@ -35,8 +35,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+__getattr__, __dir__ = lazy_attributes(__name__, _HOMES, globals())

@@ -20,7 +20,7 @@
 :mod:`gluon_face.inference` and :mod:`gluon_face.export` are clients of this
 package; training imports it directly.
 """
-import importlib
+from .._lazy import lazy_attributes
 
 # Name -> module of this package that defines it.  Imported when first looked up,
 # so that importing one module (e.g. .mxnet_compat, which gluon_face.heads uses)
@@ -53,14 +53,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -6,8 +6,7 @@ separate (:class:`SoftmaxCrossEntropyLoss`).  :func:`get_head` builds them by
 their ``--loss`` name.  :class:`Margin` is the angular margin apart from any
 class centres, and :data:`MARGIN_PRESETS` the one table of its named variants.
 """
-import importlib
-
+from .._lazy import lazy_attributes
 from .margins import MARGIN_PRESETS, Margin
 
 # Name -> module of this package that defines it.  gluon_face.evaluation, which is
@@ -37,14 +36,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
