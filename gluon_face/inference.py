@@ -2,30 +2,13 @@
 
 :func:`prepare_embedder` turns a trained backbone into a block that maps a
 batch of normalised images (B, 3, H, W) to embeddings (B, E) float32, in one
-of these modes:
-
-``'block'``
-    the network as it is, imperative (the reference).
-``'hybrid'``
-    ``hybridize(static_alloc=True, static_shape=True)``: one cached graph with
-    memory planned once.
-``'fused'``
-    :func:`to_fused`: a float32 copy of the graph with PReLU split into
-    oneDNN operators (see below), then ``optimize_for(x, backend='MKLDNN')``:
-    MXNet's MKLDNN subgraph pass folds each inference BatchNorm that follows
-    a convolution into the convolution's weights and bias (the IR block's
-    BatchNorm *before* a convolution stays) and fuses the dense layer.  Needs
-    the MKLDNN (oneDNN) build, which the CPU wheel is.
-``'bf16'``
-    the graph rewritten by ``mxnet.contrib.amp``'s symbol pass
-    (:func:`to_low_precision`): convolutions, the dense layer, BatchNorms,
-    residual sums and the split PReLU run in bfloat16, with ``amp_cast``
-    nodes in the graph.  Fast where oneDNN may use AMX (see
-    :func:`gluon_face.training.amp.enable_amx`).
-``'int8'``
-    :func:`to_int8`: MXNet's MKLDNN quantization flow (convolution +
-    BatchNorm + activation fusion, INT8 weights and activations) with ranges
-    calibrated on a few batches of real images (``calib_data``).  CPU only.
+of the modes ``'block'`` (the network as it is: the reference), ``'hybrid'``
+(one static cached graph), ``'fused'`` (float32, PReLU split, BatchNorm folded
+into the convolutions by MXNet's MKLDNN pass), ``'bf16'`` (the graph in
+bfloat16, fast where oneDNN may use AMX: see
+:func:`gluon_face.training.amp.enable_amx`) and ``'int8'`` (MXNet's MKLDNN
+quantization, ranges calibrated on a few batches of real images; CPU only).
+:mod:`gluon_face.graph.embedder` describes each.
 
 MXNet 1.9.1's PReLU has no oneDNN kernel (single-threaded, float32 only), so
 the inference graphs of the fused, bf16 and int8 modes write it as
