@@ -6,9 +6,22 @@ insightface's public files (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``) were
 written by Python 2, whose ``str`` Python 3 reads as ``bytes`` with
 ``pickle.load(f, encoding='bytes')``.
 
+insightface's own packer (``recognition/arcface_mxnet/common/build_eval_pack.py``)
+stores each image as the result of ``cv2.imencode('.jpg', image)``, a uint8
+numpy array of shape ``(N, 1)``, and pickles with ``pickle.HIGHEST_PROTOCOL``:
+protocol 5 on Python >= 3.8.  There numpy reduces a contiguous array to
+``_frombuffer(buffer, dtype, shape, order)`` (``numpy.core.numeric`` before
+numpy 2, ``numpy._core.numeric`` from numpy 2 on) instead of protocol 2's
+``_reconstruct`` + state.  Both forms load here, and an encoded image may be
+``bytes``, a flat uint8 array or an ``(N, 1)`` / ``(1, N)`` one.
+
 Loading uses a restricted unpickler: only builtins containers and the numpy
 pieces needed for arrays and numpy booleans may be reconstructed, so a
-hostile ``.bin`` cannot run code.
+hostile ``.bin`` cannot run code.  ``_frombuffer`` is not numpy's function but
+:func:`_checked_frombuffer`, which accepts only a ``bytes`` / ``bytearray`` /
+``PickleBuffer`` buffer, a plain numeric dtype (no objects, fields or
+sub-arrays), a shape tuple of non-negative ints that fits the buffer and order
+``'C'`` or ``'F'``.
 
 We write protocol 4 pickles of ``(list of bytes, list of bool)``, which
 insightface's Python 3 ``load_bin`` reads unchanged.
@@ -46,8 +59,41 @@ _ALLOWED_GLOBALS = {
 }
 
 
+#: numpy's protocol-5 array constructor, by the module path of numpy < 2 and >= 2.
+_FROMBUFFER = {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+
+def _checked_frombuffer(buf, dtype, shape, order):
+    """numpy's ``_frombuffer(buf, dtype, shape, order)`` with every argument checked.
+
+    Only plain data comes out: a buffer of bytes, a numeric dtype without
+    objects, a shape that uses exactly the buffer's bytes.  Anything else is an
+    :class:`pickle.UnpicklingError` (a malformed or hostile file).
+    """
+    if isinstance(buf, pickle.PickleBuffer):
+        buf = buf.raw()
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        raise pickle.UnpicklingError("refusing _frombuffer of a %s, not bytes"
+                                     % type(buf).__name__)
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biufc" or dtype.hasobject \
+            or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError("refusing _frombuffer with dtype %r" % (dtype,))
+    if not isinstance(shape, tuple) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise pickle.UnpicklingError("refusing _frombuffer with shape %r" % (shape,))
+    if order not in ("C", "F"):
+        raise pickle.UnpicklingError("refusing _frombuffer with order %r" % (order,))
+    count = int(np.prod(shape, dtype=np.int64))
+    if count * dtype.itemsize != len(memoryview(buf).cast("B")):
+        raise pickle.UnpicklingError("_frombuffer: shape %r of %s does not fit %d bytes"
+                                     % (shape, dtype, len(memoryview(buf).cast("B"))))
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
+        if (module, name) in _FROMBUFFER:
+            return _checked_frombuffer
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError("refusing to load global %s.%s" % (module, name))
@@ -77,8 +123,9 @@ def degenerate_pairs(issame):
 def _as_bytes(item):
     if isinstance(item, (bytes, bytearray)):
         return bytes(item)
-    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 1:
-        return item.tobytes()
+    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and (
+            item.ndim == 1 or (item.ndim == 2 and 1 in item.shape)):
+        return item.tobytes()  # (N,), or cv2.imencode's (N, 1)
     if isinstance(item, str):  # a Python 2 pickle loaded with encoding='latin1'
         return item.encode("latin1")
     return None

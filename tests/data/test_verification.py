@@ -96,6 +96,86 @@ def test_hostile_pickle_is_refused(tmp_path):
     assert not os.path.exists("pwned")
 
 
+# ------------------------------------------------------------ insightface's build_eval_pack.py
+def _imencode_jpg(rgb):
+    """``cv2.imencode('.jpg', bgr)[1]`` as build_eval_pack.py stores it: uint8, shape (N, 1).
+
+    build_eval_pack.py reads its images with cv2 (BGR) and stores that array as it
+    is.  OpenCV 3 and early 4 return it as a column (N, 1); the OpenCV 4.11 of our
+    venv returns a flat (N,), so the column is made here (flat arrays are tested
+    below).  Without OpenCV the JPEG bytes come from PIL.
+    """
+    try:
+        import cv2
+    except ImportError:
+        buf = np.frombuffer(encode_image(rgb, "jpg"), dtype=np.uint8)
+    else:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]))
+        assert ok
+    return np.ascontiguousarray(buf.reshape(-1, 1))
+
+
+def _frombuffer():
+    """numpy's protocol-5 array constructor (``numpy.core`` or ``numpy._core``)."""
+    return np.zeros(1, np.uint8).__reduce_ex__(5)[0]
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_reads_build_eval_pack_files(tmp_path, colour_image, protocol):
+    rgb = [colour_image(i // 2, i) for i in range(6)]
+    bins = [_imencode_jpg(im) for im in rgb]
+    assert bins[0].dtype == np.uint8 and bins[0].ndim == 2 and bins[0].shape[1] == 1
+    path = tmp_path / "agedb_30.bin"
+    with open(path, "wb") as f:  # as build_eval_pack.py does, at a given protocol
+        pickle.dump((bins, [True, False, True]), f, protocol=protocol)
+    if protocol == 5:
+        assert b"_frombuffer" in path.read_bytes()  # numpy's protocol-5 form is exercised
+    images, issame = load_bin(str(path))
+    assert images.shape == (6, 24, 20, 3) and issame.tolist() == [True, False, True]
+    for got, want in zip(images, rgb):  # RGB out, colours in place (channel 0 bright)
+        assert np.abs(got.astype(int) - want).mean() < 3
+    raw, _ = load_bin(str(path), decode=False)
+    assert raw == [b.tobytes() for b in bins]
+    # a (1, N) row and a flat array are encoded images too
+    with open(path, "wb") as f:
+        pickle.dump(([bins[0].reshape(1, -1), bins[1].ravel()], [True]), f, protocol=protocol)
+    assert load_bin(str(path))[0].shape == (2, 24, 20, 3)
+
+
+class _Reduce:
+    """Pickles as ``function(*args)``: hand-made hostile or malformed payloads."""
+
+    def __init__(self, function, args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+@pytest.mark.parametrize("payload,match", [
+    (lambda: _Reduce(os.system, ("touch pwned",)), "refusing to load global"),
+    (lambda: _Reduce(_frombuffer(), ("touch pwned", np.dtype(np.uint8), (11,), "C")),
+     "refusing _frombuffer of a str"),
+    (lambda: _Reduce(_frombuffer(), ([1, 2], np.dtype(np.uint8), (2,), "C")),
+     "refusing _frombuffer of a list"),
+    (lambda: _Reduce(_frombuffer(), (b"\0" * 8, np.dtype(object), (1,), "C")),
+     "refusing _frombuffer with dtype"),
+    (lambda: _Reduce(_frombuffer(), (b"\0" * 8, np.dtype(np.uint8), (9,), "C")),
+     "does not fit 8 bytes"),
+    (lambda: _Reduce(_frombuffer(), (b"\0" * 8, np.dtype(np.uint8), (8,), "K")),
+     "refusing _frombuffer with order"),
+], ids=["os.system", "str-buffer", "list-buffer", "object-dtype", "short-buffer", "order"])
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_hostile_or_malformed_frombuffer_is_refused(tmp_path, payload, match, protocol):
+    path = tmp_path / "evil.bin"
+    path.write_bytes(pickle.dumps(([payload()], [True]), protocol=protocol))
+    with pytest.raises(PairsFormatError) as info:
+        load_bin(str(path))
+    message = str(info.value)
+    assert message.startswith(str(path) + ": ") and match in message and "\n" not in message
+    assert not os.path.exists("pwned")
+
+
 def test_mixed_sizes_need_image_size(tmp_path, colour_image):
     images = [colour_image(0, 0), colour_image(0, 1, (30, 30))]
     path = write_bin(str(tmp_path / "m.bin"), images, [True])
