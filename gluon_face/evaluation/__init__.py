@@ -1,6 +1,8 @@
 """Verification and identification metrics, Dunn index and figures, in plain numpy (no MXNet).
 
-- :func:`verification_accuracy` - insightface's 10-fold accuracy, VAL@FAR and ROC;
+- :func:`verification_accuracy` - insightface's 10-fold accuracy, the ROC, and
+  VAL@FAR read from the all-pairs ROC (how it differs from insightface's historical
+  ``calculate_val`` is in :mod:`.verification`);
   :func:`optimistic_accuracy` - the (biased) same-pairs threshold, for contrast.
 - :func:`all_pairs_verification` - every pair of a labelled set: ROC, TAR@FAR (IJB-C style).
 - :func:`identification` - 1:N search: CMC, rank-k, TPIR@FPIR (MegaFace / NIST FRVT);

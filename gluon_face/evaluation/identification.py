@@ -29,6 +29,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from .verification import _as_embeddings, l2_normalize
+from .verification import _interp_at as _interp
 
 __all__ = [
     "AllPairsResult",
@@ -97,20 +98,6 @@ def _rows_per_block(block_size, num_cols):
 
 
 # ----------------------------------------------------------------------------- curves
-def _interp(x, y, target):
-    """Linear interpolation of ``y`` over non-decreasing ``x`` at ``target >= x[0]``.
-
-    Between the last vertex ``j`` with ``x[j] <= target`` and vertex ``j + 1``; past
-    the last vertex, ``y[-1]``.  Where ``x`` repeats (a vertical step) the last, i.e.
-    highest, vertex of the step is used.  Equals ``np.interp`` on strictly increasing
-    ``x``.
-    """
-    j = int(np.searchsorted(x, target, side="right")) - 1
-    if j >= len(x) - 1:
-        return float(y[-1])
-    return float(y[j] + (y[j + 1] - y[j]) * (target - x[j]) / (x[j + 1] - x[j]))
-
-
 def _largest_count_within(rate, n):
     """Largest integer ``k`` with ``k / n <= rate`` in float64, as the curves compute rates."""
     k = int(math.floor(rate * n))

@@ -13,13 +13,46 @@ threshold with the best accuracy on the other ``K-1`` folds is applied to the
 held-out fold.  The reported number is the mean (and standard deviation) of the
 ``K`` held-out accuracies, so no pair ever scores the threshold that was chosen on it.
 
-Pure numpy / scipy / scikit-learn: nothing here needs MXNet.
+VAL@FAR
+-------
+What we report as ``val`` is **TAR@FAR read from the ROC of all pairs**: the
+true accept rate ``TAR(t) = #{same pairs: d < t} / #same`` at the false accept
+rate ``FAR(t) = #{different pairs: d < t} / #different`` equal to
+``far_target`` (default 1e-3), on the grid ``t = arange(0, 4, 0.001)``,
+interpolated linearly between the two thresholds that bracket the target: the
+largest ``t_j`` with ``FAR(t_j) <= far_target`` and the next one,
+``t_{j+1}``.  The threshold of that operating point is interpolated the same
+way (``val_threshold``); ``fold_val`` / ``fold_far`` are each held-out fold's
+TAR and FAR at it, and ``val_std`` is the standard deviation of ``fold_val``:
+how much the operating point's TAR moves between subsets of the pairs.  It is
+the rule of the all-pairs TAR@FAR of :mod:`gluon_face.evaluation.identification`
+(there on the exact ROC vertices instead of a grid).  Nothing is fitted, so no
+pairs need to be held out, and all of them are used: a set with ``n`` different
+pairs resolves FARs down to ``1/n`` only (below that the value is the TAR at
+the last threshold without a false accept, moved towards the next one), one
+fold of them only down to ``K/n``.
+
+This is **not** insightface's historical number.  insightface's
+``calculate_val`` (from FaceNet's ``lfw.py``) tabulates FAR on the *training*
+folds, turns it into a threshold with
+``scipy.interpolate.interp1d(far_train, thresholds, kind='slinear')(far_target)``
+(threshold 0, hence VAL 0, when the largest training FAR is below the target),
+and reports the mean over folds of the TAR and FAR *measured* on the held-out
+fold at that threshold: a threshold chosen on other pairs, whose FAR is not
+the target but whatever the fold gives (0, or at least one over the fold's
+number of different pairs).  FAR is a step function of the threshold, so ``far_train`` repeats
+values: current SciPy refuses that (``ValueError: Expect x to not have
+duplicates``), and older SciPy accepted them, so which of the repeated
+points bounded the interpolation was up to its spline code.  The number
+therefore depends on the SciPy version and is not reproduced here.  The fold
+accuracies, thresholds, ROC and AUC above do follow insightface exactly.
+
+Pure numpy / scikit-learn: nothing here needs MXNet.
 """
 import dataclasses
 from typing import Tuple
 
 import numpy as np
-from scipy import interpolate
 from sklearn import metrics
 from sklearn.model_selection import KFold
 
@@ -39,8 +72,8 @@ __all__ = [
 
 #: Threshold grid for accuracy and ROC (insightface: ``np.arange(0, 4, 0.01)``).
 DEFAULT_THRESHOLDS = np.arange(0, 4, 0.01)
-#: Finer grid on which the training-fold FAR is tabulated for VAL@FAR
-#: (insightface: ``np.arange(0, 4, 0.001)``).
+#: Finer grid on which each held-out fold's ROC is tabulated for VAL@FAR
+#: (insightface's VAL grid: ``np.arange(0, 4, 0.001)``).
 DEFAULT_VAL_THRESHOLDS = np.arange(0, 4, 0.001)
 
 
@@ -153,6 +186,22 @@ def _rates(dist, issame, thresholds):
     return tpr, fpr, acc
 
 
+def _interp_at(x, y, target):
+    """``y`` read at ``x = target`` on the polyline through the points ``(x[k], y[k])``.
+
+    ``x`` is non-decreasing and ``x[0] <= target``.  Linear interpolation between
+    the last point ``j`` with ``x[j] <= target`` and point ``j + 1``; where ``x``
+    repeats (a vertical step of an ROC) the last, i.e. highest, of those points is
+    ``j``; past the last point, ``y[-1]``.  Equals ``np.interp`` on strictly
+    increasing ``x``.  This is the one "rate at a rate" rule of the package:
+    VAL@FAR here, TAR@FAR and TPIR@FPIR in :mod:`.identification`.
+    """
+    j = int(np.searchsorted(x, target, side="right")) - 1
+    if j >= len(x) - 1:
+        return float(y[-1])
+    return float(y[j] + (y[j + 1] - y[j]) * (target - x[j]) / (x[j + 1] - x[j]))
+
+
 def _val_far(dist, issame, threshold):
     """VAL (true accept rate) and FAR (false accept rate) at one threshold."""
     tp, fp, n_same, n_diff = _counts(dist, issame, np.asarray([threshold], dtype=np.float64))
@@ -161,22 +210,23 @@ def _val_far(dist, issame, threshold):
     return float(val), float(far)
 
 
-def _threshold_at_far(far, thresholds, far_target):
-    """Invert the tabulated ``FAR(t)`` at ``far_target`` as insightface does.
+def _tar_at_far(dist, issame, thresholds, far_target):
+    """``(TAR, FAR, t)``: the ROC of these pairs read at FAR ``far_target``.
 
-    insightface calls ``interp1d(far, thresholds, kind='slinear')(far_target)`` when
-    ``max(far) >= far_target`` and uses ``0`` otherwise.  ``FAR(t)`` is a step
-    function, so ``far`` repeats values and current SciPy refuses repeated
-    abscissae; like the usual fix we keep, for each distinct FAR, the *smallest*
-    threshold reaching it (``np.unique(..., return_index=True)``) before interpolating.
+    The ROC's points are the origin (threshold ``min(0, thresholds[0])``: no
+    distance is below it) and ``(FAR(t), TAR(t))`` for every ``t`` of
+    ``thresholds``.  TAR is interpolated linearly between the two points whose
+    FARs bracket the target (:func:`_interp_at`), and so is the threshold ``t``
+    of that operating point.  The FAR returned is the one read at: the target,
+    or the largest FAR of the table when that is below the target (then TAR and
+    ``t`` are the last point's).
     """
-    if np.max(far) < far_target:
-        return 0.0
-    ufar, first = np.unique(far, return_index=True)
-    uthr = thresholds[first]
-    if far_target <= ufar[0]:
-        return float(uthr[0])
-    return float(interpolate.interp1d(ufar, uthr, kind="slinear")(far_target))
+    tar, far, _ = _rates(dist, issame, thresholds)
+    far = np.concatenate([[0.0], far])
+    tar = np.concatenate([[0.0], tar])
+    thr = np.concatenate([[min(0.0, float(thresholds[0]))], thresholds])
+    read = min(far_target, float(far[-1]))
+    return _interp_at(far, tar, far_target), read, _interp_at(far, thr, far_target)
 
 
 # ----------------------------------------------------------------------------- result
@@ -188,11 +238,15 @@ class VerificationResult:
     ----------
     accuracy, accuracy_std : float
         Mean and (population) standard deviation of the held-out fold accuracies.
-    val, val_std : float
-        Mean and std of VAL (true accept rate) on the held-out folds at the threshold
-        where the training folds' FAR equals ``far_target``.
+    val : float
+        VAL@FAR: TAR read at FAR = ``far_target`` on the ROC of all pairs,
+        interpolated between the bracketing thresholds (see the module docstring).
+    val_std : float
+        Standard deviation over the held-out folds of their TAR at
+        ``val_threshold`` (``fold_val``).
     far : float
-        Mean FAR actually measured on the held-out folds at those thresholds.
+        The FAR at which ``val`` was read: ``far_target``, unless the largest FAR
+        of the grid is below it.
     far_target : float
         The FAR asked for (insightface: 1e-3).
     threshold : float
@@ -204,9 +258,14 @@ class VerificationResult:
         The threshold grid used for accuracy and ROC.
     auc : float
         Area under the mean ROC (``sklearn.metrics.auc(fpr, tpr)``).
-    fold_accuracy, fold_threshold, fold_val, fold_far : numpy.ndarray, shape (nfolds,)
-        The per-fold numbers behind the means.
+    fold_accuracy, fold_threshold : numpy.ndarray, shape (nfolds,)
+        The per-fold numbers behind ``accuracy`` and ``threshold``.
+    fold_val, fold_far : numpy.ndarray, shape (nfolds,)
+        TAR and FAR of each held-out fold at ``val_threshold``.
     nfolds, num_pairs : int
+    val_threshold : float
+        Squared-L2 threshold of the operating point where ``val`` was read,
+        interpolated like ``val``.
     """
 
     accuracy: float
@@ -226,6 +285,7 @@ class VerificationResult:
     fold_far: np.ndarray
     nfolds: int
     num_pairs: int
+    val_threshold: float
 
     def as_dict(self):
         """Plain-python (JSON-serialisable) copy: floats, ints and lists."""
@@ -237,7 +297,7 @@ class VerificationResult:
 
     def __repr__(self):
         return (f"VerificationResult(accuracy={self.accuracy:.5f}+-{self.accuracy_std:.5f}, "
-                f"val={self.val:.5f}+-{self.val_std:.5f} @ far={self.far:.2g} "
+                f"val={self.val:.5f} (fold std {self.val_std:.5f}) @ far={self.far:.2g} "
                 f"(target {self.far_target:.2g}), threshold={self.threshold:.3f}, "
                 f"auc={self.auc:.5f}, nfolds={self.nfolds}, num_pairs={self.num_pairs})")
 
@@ -245,7 +305,7 @@ class VerificationResult:
 # ----------------------------------------------------------------------------- protocol
 def verification_accuracy(embeddings, issame, nfolds=10, far_target=1e-3, thresholds=None,
                           val_thresholds=None):
-    """K-fold verification accuracy, VAL@FAR and ROC, as insightface reports them.
+    """K-fold verification accuracy and ROC as insightface reports them, and VAL@FAR.
 
     Steps (insightface ``verification.evaluate``):
 
@@ -255,10 +315,15 @@ def verification_accuracy(embeddings, issame, nfolds=10, far_target=1e-3, thresh
        fold, ``t* = argmax_t acc_train(t)`` over ``thresholds`` (the first, i.e.
        smallest, on ties), and ``acc_k = acc_test(t*)``.  Also record the test-fold
        TPR/FPR at every threshold.
-    3. VAL@FAR: tabulate the training folds' FAR on ``val_thresholds``, invert it at
-       ``far_target`` by linear interpolation (threshold 0 if the largest FAR is below
-       the target) and measure ``VAL = TA/N_same`` and ``FAR = FA/N_diff`` on the
-       test fold.
+    3. VAL@FAR (see the module docstring), on all pairs: tabulate
+       ``FAR(t) = FA/N_diff`` and ``TAR(t) = TA/N_same`` on ``val_thresholds``
+       (with the origin as the first point of the ROC); ``VAL`` is TAR at
+       ``FAR = far_target``, interpolated linearly between the two thresholds whose
+       FARs bracket the target: the largest ``t_j`` with ``FAR(t_j) <= far_target``
+       and the next one, ``t_{j+1}``, with ``FAR(t_{j+1}) > far_target``.  If even
+       the largest threshold has a FAR below the target, ``VAL`` is its TAR.  The
+       held-out folds' TAR and FAR at the interpolated threshold give ``val_std``,
+       ``fold_val`` and ``fold_far``.
 
     Parameters
     ----------
@@ -273,8 +338,8 @@ def verification_accuracy(embeddings, issame, nfolds=10, far_target=1e-3, thresh
     thresholds : array_like, shape (T,), optional
         Squared-L2 thresholds for accuracy/ROC; default ``arange(0, 4, 0.01)``.
     val_thresholds : array_like, optional
-        Grid on which FAR is tabulated for VAL; default ``arange(0, 4, 0.001)``
-        (insightface uses the finer grid there).
+        Grid on which the ROC is tabulated for VAL; default ``arange(0, 4, 0.001)``
+        (insightface's grid for VAL).
 
     Returns
     -------
@@ -282,8 +347,9 @@ def verification_accuracy(embeddings, issame, nfolds=10, far_target=1e-3, thresh
 
     Notes
     -----
-    Folds without "same" (or "different") pairs give a TPR/VAL (or FPR/FAR) of 0, as
-    insightface's TPR does.  Distances are computed in float64.
+    Folds without "same" (or "different") pairs give a TPR (or FPR) of 0, as
+    insightface's TPR does; a set without "different" pairs reads VAL at the
+    largest threshold.  Distances are computed in float64.
     """
     e = _as_embeddings(embeddings, "embeddings", even=True)
     num_pairs = e.shape[0] // 2
@@ -313,16 +379,20 @@ def verification_accuracy(embeddings, issame, nfolds=10, far_target=1e-3, thresh
         fold_acc[k] = acc_test[best]
         fold_thr[k] = thresholds[best]
 
-        _, far_train, _ = _rates(dist[train], issame[train], val_thresholds)
-        t_far = _threshold_at_far(far_train, val_thresholds, far_target)
-        fold_val[k], fold_far[k] = _val_far(dist[test], issame[test], t_far)
+
+    # VAL@FAR needs no held-out data (nothing is fitted), so it is read on the ROC
+    # of all pairs: K times as many different pairs resolve K times smaller FARs
+    # than one fold.
+    val, far, val_threshold = _tar_at_far(dist, issame, val_thresholds, far_target)
+    for k, (_, test) in enumerate(KFold(n_splits=nfolds, shuffle=False).split(dist)):
+        fold_val[k], fold_far[k] = _val_far(dist[test], issame[test], val_threshold)
 
     tpr = tprs.mean(axis=0)
     fpr = fprs.mean(axis=0)
     return VerificationResult(
         accuracy=float(fold_acc.mean()), accuracy_std=float(fold_acc.std()),
-        val=float(fold_val.mean()), val_std=float(fold_val.std()),
-        far=float(fold_far.mean()), far_target=float(far_target),
+        val=float(val), val_std=float(fold_val.std()),
+        far=float(far), far_target=float(far_target), val_threshold=float(val_threshold),
         threshold=float(fold_thr.mean()), auc=float(metrics.auc(fpr, tpr)),
         tpr=tpr, fpr=fpr, thresholds=np.array(thresholds, dtype=np.float64),
         fold_accuracy=fold_acc, fold_threshold=fold_thr, fold_val=fold_val,

@@ -74,20 +74,25 @@ def naive_val_far(t, dist, same):
     return (ta / n_same if n_same else 0.0), (fa / n_diff if n_diff else 0.0)
 
 
-def naive_threshold_at_far(fars, thresholds, target):
-    """Linear interpolation of threshold(FAR) through the first threshold of every FAR level."""
-    if max(fars) < target:
-        return 0.0
-    points = []
-    for f, t in zip(fars, thresholds):  # FAR is non-decreasing in t
-        if not points or f > points[-1][0]:
-            points.append((f, t))
-    if target <= points[0][0]:
-        return points[0][1]
-    for (f0, t0), (f1, t1) in zip(points, points[1:]):
-        if f0 <= target <= f1:
-            return t0 + (t1 - t0) * (target - f0) / (f1 - f0)
-    raise AssertionError("unreachable: max(fars) >= target")
+def naive_val_at_far(dist, same, thresholds, target):
+    """``(TAR, FAR, threshold)`` at FAR = target on the ROC of these pairs.
+
+    The ROC runs from the origin (threshold 0) through (FAR(t), TAR(t)) for every
+    threshold in increasing order, one threshold at a time; walk it and interpolate
+    TAR and the threshold linearly between the last point with FAR <= target and the
+    point after it (past the last point: that point).
+    """
+    points = [(0.0, 0.0, 0.0)] + [naive_val_far(t, dist, same)[::-1] + (t,)
+                                   for t in thresholds]
+    last = None
+    for i, (f, _, _) in enumerate(points):
+        if f <= target:
+            last = i  # the last, i.e. highest, point of a vertical step wins
+    if last == len(points) - 1:
+        return points[-1][1], points[-1][0], points[-1][2]
+    (f0, v0, t0), (f1, v1, t1) = points[last], points[last + 1]
+    w = (target - f0) / (f1 - f0)
+    return v0 + (v1 - v0) * w, target, t0 + (t1 - t0) * w
 
 
 def naive_protocol(emb, same, k=10, far_target=1e-3):
@@ -107,9 +112,10 @@ def naive_protocol(emb, same, k=10, far_target=1e-3):
         rates = [naive_accuracy(t, d_te, s_te) for t in THRESHOLDS]
         tprs.append([r[0] for r in rates])
         fprs.append([r[1] for r in rates])
-        far_train = [naive_val_far(t, d_tr, s_tr)[1] for t in VAL_THRESHOLDS]
-        t_far = naive_threshold_at_far(far_train, VAL_THRESHOLDS, far_target)
-        v, f = naive_val_far(t_far, d_te, s_te)
+    # VAL@FAR: the ROC of all pairs; the folds' TAR/FAR at its operating threshold
+    val, far, t_val = naive_val_at_far(dist, same, VAL_THRESHOLDS, far_target)
+    for _, test in naive_folds(len(dist), k):
+        v, f = naive_val_far(t_val, [dist[i] for i in test], [same[i] for i in test])
         vals.append(v)
         fars.append(f)
 
@@ -120,8 +126,9 @@ def naive_protocol(emb, same, k=10, far_target=1e-3):
         m = mean(x)
         return math.sqrt(sum((a - m) ** 2 for a in x) / len(x))
 
-    return {"accuracy": mean(accs), "accuracy_std": std(accs), "val": mean(vals),
-            "val_std": std(vals), "far": mean(fars), "threshold": mean(thrs),
+    return {"accuracy": mean(accs), "accuracy_std": std(accs), "val": val,
+            "val_std": std(vals), "far": far, "val_threshold": t_val, "threshold": mean(thrs),
+            "fold_val": vals, "fold_far": fars,
             "fold_accuracy": accs, "fold_threshold": thrs,
             "tpr": [mean(c) for c in zip(*tprs)], "fpr": [mean(c) for c in zip(*fprs)]}
 
@@ -160,8 +167,11 @@ def test_verification_matches_naive(num_pairs, noise, seed, far_target):
     assert got.far_target == far_target
     assert isinstance(got, VerificationResult)
     assert got.nfolds == 10 and got.num_pairs == num_pairs
-    for key in ("accuracy", "accuracy_std", "val", "val_std", "far", "threshold"):
+    for key in ("accuracy", "accuracy_std", "val", "val_std", "far", "threshold",
+                "val_threshold"):
         assert getattr(got, key) == pytest.approx(want[key], abs=1e-9), key
+    onp.testing.assert_allclose(got.fold_val, want["fold_val"], atol=1e-12)
+    onp.testing.assert_allclose(got.fold_far, want["fold_far"], atol=1e-12)
     onp.testing.assert_allclose(got.fold_accuracy, want["fold_accuracy"], atol=1e-12)
     onp.testing.assert_allclose(got.fold_threshold, want["fold_threshold"], atol=1e-12)
     onp.testing.assert_allclose(got.tpr, want["tpr"], atol=1e-12)
@@ -178,8 +188,51 @@ def test_separable_pairs_score_perfectly():
     emb, same = make_pairs(rng, 100, noise=0.01)
     res = verification_accuracy(emb, same)
     assert res.accuracy == 1.0 and res.accuracy_std == 0.0
-    assert res.val == 1.0 and res.far == 0.0
+    assert res.val == 1.0 and res.far == pytest.approx(1e-3, abs=1e-15)  # TAR 1 up to 1e-3
     assert res.auc > 0.99
+
+
+def _pairs_at(distances):
+    """Unit 2-D embeddings whose pair ``i`` has squared distance ``distances[i]``."""
+    emb = []
+    for d in distances:
+        angle = math.acos(1 - d / 2)
+        emb += [[1.0, 0.0], [math.cos(angle), math.sin(angle)]]
+    return onp.array(emb)
+
+
+def test_val_interpolates_between_the_bracketing_thresholds():
+    """One set of 4 different and 3 same pairs, twice (two identical folds).
+
+    The same pair at 1.0003 and the different pair at 1.0004 both enter between the
+    grid thresholds 1.000 and 1.001: there FAR steps from 1/4 to 2/4 and TAR from
+    2/3 to 3/3.  VAL@FAR=0.3 lies on that segment, a fifth of the way up.
+    """
+    dist = [0.5, 0.2, 1.0004, 0.7, 1.5, 1.0003, 2.0]
+    same = [False, True, False, True, False, True, False]
+    emb, flags = _pairs_at(dist + dist), same + same
+    onp.testing.assert_allclose(pair_distances(emb), dist + dist, atol=1e-12)
+    res = verification_accuracy(emb, flags, nfolds=2, far_target=0.3)
+    want = 2 / 3 + (1 / 3) * (0.3 - 0.25) / (0.5 - 0.25)
+    assert res.val == pytest.approx(want, abs=1e-12) and res.far == 0.3
+    # the operating point's threshold, a fifth of the way from 1.000 to 1.001, where
+    # each fold accepts the same pairs at 0.2 and 0.7 and the different pair at 0.5
+    assert res.val_threshold == pytest.approx(1.0002, abs=1e-12)
+    onp.testing.assert_allclose(res.fold_val, [2 / 3, 2 / 3], atol=1e-12)
+    onp.testing.assert_allclose(res.fold_far, [1 / 4, 1 / 4], atol=1e-12)
+    assert res.val_std == 0.0
+    assert naive_val_at_far(dist, same, VAL_THRESHOLDS, 0.3)[:2] == \
+        pytest.approx((want, 0.3), abs=1e-12)
+    # a FAR level hit exactly: the highest point of the vertical step at FAR 1/4
+    assert verification_accuracy(emb, flags, nfolds=2, far_target=0.25).val == \
+        pytest.approx(2 / 3, abs=1e-12)
+    # below 1/4: between t = 0.500 (FAR 0, TAR 1/3: only the same pair at 0.2 is in)
+    # and t = 0.501 (the different pair at 0.5 enters, TAR still 1/3)
+    assert verification_accuracy(emb, flags, nfolds=2, far_target=0.1).val == \
+        pytest.approx(1 / 3, abs=1e-12)
+    # a target above every FAR of the grid reads the last point
+    top = verification_accuracy(emb, flags, nfolds=2, far_target=1.0)
+    assert top.val == 1.0 and top.far == 1.0
 
 
 def test_folds_are_consecutive_not_shuffled():
