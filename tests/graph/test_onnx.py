@@ -1,13 +1,17 @@
 """gluon_face.graph.onnx: the rewrites around mx.onnx conversion, on small graphs and models."""
 import mxnet as mx
 import numpy as onp
+import pytest
 
 from gluon_face.graph.legacy import NUMPY_TO_LEGACY
 from gluon_face.graph.onnx import (
+    BATCH_AXIS,
     ONNX_OPSET,
+    add_input_normalization,
     finish_model,
     fix_prelu_slopes,
     fixed_gammas,
+    name_batch_axis,
     prepare_graph,
     set_ones,
     unsupported_ops,
@@ -87,4 +91,40 @@ def test_finish_model_reshapes_slopes_and_drops_weight_inputs():
                                    onp.array([0.1, 0.2, 0.3], dtype="float32"))
     onnx.checker.check_model(model, full_check=True)
     assert fix_prelu_slopes(onnx, model) == 0  # already (C, 1, 1)
+    # finish_model names the batch axis of the input and the output
+    for info in (model.graph.input[0], model.graph.output[0]):
+        dim = info.type.tensor_type.shape.dim[0]
+        assert dim.dim_param == BATCH_AXIS and not dim.HasField("dim_value")
+
+
+@needs("onnx", not ONNX_MISSING, ONNX_MISSING)
+def test_input_normalization_comes_first_and_is_exact():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    # two readers of the input: both must see the normalised values
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Relu", ["data"], ["r"], name="relu"),
+             helper.make_node("Sub", ["r", "data"], ["y"], name="diff")], "g",
+            [helper.make_tensor_value_info("data", TensorProto.FLOAT, [None, 3, 2, 2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, 2, 2])]),
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    assert name_batch_axis(model) == 2
+    add_input_normalization(onnx, model)
+    onnx.checker.check_model(model, full_check=True)
+    nodes = [(n.op_type, n.name) for n in model.graph.node]
+    assert nodes[:2] == [("Sub", "Sub_data"), ("Mul", "Mul_data")] and len(nodes) == 4
+    assert [i.name for i in model.graph.input] == ["data"]
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    for batch in (1, 4):
+        pixels = onp.random.RandomState(batch).randint(0, 256, (batch, 3, 2, 2))
+        pixels = pixels.astype("float32")
+        x = (pixels - onp.float32(127.5)) / onp.float32(128)
+        got = session.run(None, {"data": pixels})[0]
+        onp.testing.assert_array_equal(got, onp.maximum(x, 0) - x)  # bit for bit
+    with pytest.raises(ValueError, match="already used"):
+        add_input_normalization(onnx, model)
 

@@ -270,7 +270,13 @@ def test_export_onnx_tool(checkpoint, tmp_path, capsys):
     out = tmp_path / "r18.onnx"
     assert export_onnx.main([checkpoint, str(out), "--batch-size", "2", "--trials", "2"]) == 0
     text = capsys.readouterr().out
-    assert out.is_file() and "max |diff|" in text and "(2, 8)" in text
+    assert out.is_file() and "max |diff|" in text and "('batch', 8)" in text
+    assert "RGB pixels 0..255" in text and "batches of 1, 2 images" in text
+    # the test checkpoint takes 32x32 faces: insightface's loader would return None
+    assert "would not load it as a recogniser: input 32x32" in text
+    out.unlink()
+    assert export_onnx.main([checkpoint, str(out), "--input", "normalized", "--trials", "2"]) == 0
+    assert "(pixel - 127.5) / 128" in capsys.readouterr().out
 
 
 def test_export_onnx_bad_inputs(checkpoint, tmp_path, capsys):
