@@ -62,6 +62,8 @@ console_scripts = [
     "gluon-face-benchmark = gluon_face.commands._entry:benchmark",
     "gluon-face-benchmark-data = gluon_face.commands._entry:benchmark_data",
     "gluon-face-benchmark-head = gluon_face.commands._entry:benchmark_head",
+    "gluon-face-convert-insightface = gluon_face.commands._entry:convert_insightface",
+    "gluon-face-export-insightface = gluon_face.commands._entry:export_insightface",
 ]
 
 setup(

@@ -31,6 +31,8 @@ COMMANDS = {
     "benchmark": ("benchmark", "main", True),
     "benchmark-data": ("benchmark_data", "main", True),
     "benchmark-head": ("benchmark_head", "main", True),
+    "convert-insightface": ("convert_insightface", "run", True),
+    "export-insightface": ("export_insightface", "run", True),
 }
 
 
@@ -83,3 +85,5 @@ launch = _console_script("launch")
 benchmark = _console_script("benchmark")
 benchmark_data = _console_script("benchmark-data")
 benchmark_head = _console_script("benchmark-head")
+convert_insightface = _console_script("convert-insightface")
+export_insightface = _console_script("export-insightface")

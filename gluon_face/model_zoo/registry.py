@@ -10,7 +10,11 @@ faceresnet18    [2, 2, 2, 2]                24.03 M      2.61
 faceresnet34    [3, 4, 6, 3]                34.14 M      4.46
 faceresnet50    [3, 4, 14, 3] (ins. r50)    43.59 M      6.31
 faceresnet100   [3, 13, 30, 3] (ins. r100)  65.16 M      12.09
+mobilefacenet   [1, 4, 6, 2] (ins. y1)      1.20 M       0.22
 ==============  ==========================  ===========  =========
+
+``mobilefacenet`` embeds in 128 dimensions by default (insightface's y1): then it
+has 1.00 M parameters (1,003,264), the figure insightface publishes.
 """
 from .._registry import Registry
 

@@ -18,7 +18,8 @@ Conventions (those of insightface's published figures):
 
 Layers known to the walker: Conv2D, Dense, BatchNorm, PReLU, Activation,
 LeakyReLU, Dropout, Flatten, HybridSequential/Sequential, and the model zoo's
-BasicBlockV3 and FaceResNet.  :func:`register_walker` adds others.
+BasicBlockV3, FaceResNet, DepthwiseResidual and MobileFaceNet (grouped and
+depthwise convolutions included).  :func:`register_walker` adds others.
 """
 import math
 from collections import OrderedDict, namedtuple
@@ -27,6 +28,7 @@ from mxnet.gluon import nn
 
 from ..graph import mxnet_compat
 from .faceresnet import BasicBlockV3, FaceResNet
+from .mobilefacenet import DepthwiseResidual, MobileFaceNet
 
 #: One layer of a walk: ``path`` is the parameter-file key prefix
 #: (``features.3.0.body.1``), ``kind`` the class name, shapes exclude the batch
@@ -173,6 +175,15 @@ def _walk_basic_block(block, shape, path, ctx):
     return out
 
 
+@register_walker(DepthwiseResidual)
+def _walk_depthwise_residual(block, shape, path, ctx):
+    out = ctx.walk(block.body, shape, _join(path, "body"))
+    if out != shape:
+        raise ValueError(f"{path}: body gives {out} but the shortcut {shape}")
+    return out
+
+
+@register_walker(MobileFaceNet)
 @register_walker(FaceResNet)
 def _walk_faceresnet(block, shape, path, ctx):
     shape = ctx.walk(block.features, shape, _join(path, "features"))
@@ -239,6 +250,9 @@ def _group_function(net):
                 return "stem" if index < stem else "stage%d" % (index - stem + 1)
             return parts[0]
         return group_of
+    if isinstance(net, MobileFaceNet):  # one group per child of features, then the GDC output
+        return lambda path: ".".join(path.split(".")[:2]) if path.startswith("features.") \
+            else path.split(".")[0]
     return lambda path: path.split(".")[0]
 
 
@@ -252,7 +266,8 @@ def summarize(net, input_shape=None, bn_macs=False):
         docstring); initialised or not.
     input_shape : tuple of int, optional
         Shape of one example without the batch axis, e.g. ``(3, 112, 112)``.
-        Default for a :class:`FaceResNet`: ``(in_channels, *image_size)``.
+        Default for a :class:`FaceResNet` or :class:`MobileFaceNet` (any block with
+        ``in_channels`` and ``image_size`` attributes): ``(in_channels, *image_size)``.
     bn_macs : bool, default False
         Count one MAC per batch-norm output element (inference, scale and
         shift folded).
@@ -271,7 +286,7 @@ def summarize(net, input_shape=None, bn_macs=False):
         image size other than the one the model was built for).
     """
     if input_shape is None:
-        if not isinstance(net, FaceResNet):
+        if not (hasattr(net, "in_channels") and hasattr(net, "image_size")):
             raise ValueError(f"input_shape is needed for a {type(net).__name__}")
         input_shape = (net.in_channels,) + net.image_size
     walk = _Walk(bn_macs)

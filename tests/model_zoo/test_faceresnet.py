@@ -106,7 +106,8 @@ def test_basic_block_identity_shortcut_needs_matching_shapes():
 # ----------------------------------------------------------------------------- registry
 
 def test_registry_lists_every_depth_of_the_spec():
-    assert list_models() == NAMES
+    # the other registered families (MobileFaceNet) have their own test file
+    assert [n for n in list_models() if n.startswith("faceresnet")] == NAMES
     assert sorted(faceresnet_spec) == [18, 34, 50, 100]
     for depth, (block, layers, channels) in faceresnet_spec.items():
         assert block is BasicBlockV3
