@@ -349,6 +349,9 @@ def save_checkpoint(folder, backbone, head, trainer, state, config_yaml, center=
     folder : str
         Destination, e.g. ``<output>/checkpoints/last``.
     backbone, head : mxnet.gluon.Block
+        ``head`` may be None for a backbone-only checkpoint (an embedding model
+        with no classifier, e.g. converted from insightface): ``state['head']``
+        is then None and there is no ``head.params``.
     trainer : mxnet.gluon.Trainer or None
         Its optimizer state becomes ``optimizer.params`` + ``optimizer.json``
         (:func:`save_optimizer_states`).
@@ -370,8 +373,9 @@ def save_checkpoint(folder, backbone, head, trainer, state, config_yaml, center=
         with open(path, "w") as f:
             f.write(config_yaml)
 
-    writers = {"backbone.params": backbone.save_parameters,
-               "head.params": head.save_parameters}
+    writers = {"backbone.params": backbone.save_parameters}
+    if head is not None:
+        writers["head.params"] = head.save_parameters
     if center is not None:
         writers["center.params"] = center.save_parameters
     if trainer is not None:  # writes optimizer.params beside it
@@ -445,6 +449,10 @@ def check_compatible(state, model, head, num_classes):
         Identities of this run's training set.
     """
     where = state.get("folder", "checkpoint")
+    if state["head"] is None:
+        raise CheckpointError(f"cannot resume from {where}: it holds a backbone only (no "
+                              "classifier to continue); start a new run from it with "
+                              "--pretrained")
     problems = []
     if state["model"] != model:
         problems.append(f"network {_describe(state['model'])} vs {_describe(model)}")
@@ -481,8 +489,9 @@ def load_model(path, ctx=None):
     -------
     backbone : mxnet.gluon.HybridBlock
         ``(B, 3, H, W) -> (B, emb_size)``; ``state['image_size']`` is its input size.
-    head : mxnet.gluon.HybridBlock
-        ``(emb, labels) -> logits (B, num_classes)``.  For a model-parallel
+    head : mxnet.gluon.HybridBlock or None
+        ``(emb, labels) -> logits (B, num_classes)``; None for a backbone-only
+        checkpoint (``state['head']`` is None).  For a model-parallel
         checkpoint, the single-device :class:`~gluon_face.heads.ArcMarginBlock`
         with the same margins (for ``cosine``/``normface`` and the deprecated
         ``softmax``: the ``cosine`` preset that the parallel head trains),
@@ -498,17 +507,19 @@ def load_model(path, ctx=None):
     state = load_checkpoint_state(path)
     folder = state["folder"]
     ctx = mx.cpu() if ctx is None else ctx
-    head_spec = state["head"]
+    head_spec = state["head"] or {}
     if head_spec.get("parallel"):
         name = DEPRECATED_PRESETS.get(head_spec["name"], head_spec["name"])  # older checkpoints
         head_spec = dict(head_spec, name=name)
     build_head = ArcMarginBlock.from_preset if head_spec.get("parallel") else get_head
     try:
         backbone = build_backbone(state["model"]["name"], **state["model"].get("kwargs", {}))
-        head = build_head(head_spec["name"], int(state["emb_size"]), int(state["num_classes"]),
-                          **head_spec.get("kwargs", {}))
+        head = None if not head_spec else build_head(
+            head_spec["name"], int(state["emb_size"]), int(state["num_classes"]),
+            **head_spec.get("kwargs", {}))
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{folder}: cannot rebuild its model ({err})") from None
     for block, name in ((backbone, "backbone.params"), (head, "head.params")):
-        load_params(block, os.path.join(folder, name), ctx)
+        if block is not None:
+            load_params(block, os.path.join(folder, name), ctx)
     return backbone, head, state

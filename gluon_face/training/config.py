@@ -149,6 +149,11 @@ class TrainConfig:
                                        "config.yaml, train.log)")
     resume: Optional[str] = _opt(None, "checkpoint folder (or an output folder: its "
                                        "checkpoints/last) to continue from")
+    pretrained: Optional[str] = _opt(None, "checkpoint folder (or an output folder) whose "
+                                           "backbone starts this run, for fine-tuning: same "
+                                           "network and settings; the head, optimizer and "
+                                           "step count start fresh (e.g. a converted "
+                                           "insightface model)")
     seed: int = _opt(0, "seed of initialisation, data order, flips and dropout")
     log_interval: int = _opt(10, "log a line every N steps")
     verbose: int = _opt(0, "verify every N steps (0: only at each epoch end)")
@@ -194,6 +199,10 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 < self.sample_rate <= 1:
             raise ConfigError(f"sample_rate must be in (0, 1], got {self.sample_rate}")
+        if self.resume and self.pretrained:
+            raise ConfigError("resume and pretrained exclude each other: resume continues a run "
+                              "(head and optimizer included), pretrained starts a new one from "
+                              "a backbone")
         if self.parallel_head and self.kvstore.startswith("dist"):
             raise ConfigError(f"model_parallel/sample_rate: the sharded head lives on one "
                               f"machine's --ctx devices; kvstore {self.kvstore} is not "

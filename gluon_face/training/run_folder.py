@@ -66,7 +66,8 @@ def check_output(config, overwrite, log):
     ------
     ConfigError
         For an output that is a file, lies inside the training data or the
-        resumed checkpoint, or already holds another run.
+        resumed checkpoint, overlaps the pretrained checkpoint, or already holds
+        another run.
     """
     cfg = config
     output = os.path.abspath(os.path.expanduser(cfg.output))
@@ -84,6 +85,14 @@ def check_output(config, overwrite, log):
     if folder is not None and _inside(output, folder):
         raise ConfigError(f"output {output} lies inside the checkpoint {folder} it resumes "
                           "from; use the run's folder (the one holding checkpoints/)")
+    if cfg.pretrained:
+        try:
+            start = load_checkpoint_state(cfg.pretrained)["folder"]
+        except CheckpointError:
+            start = None  # reported when the backbone is loaded
+        if start is not None and (_inside(output, start) or _inside(start, output)):
+            raise ConfigError(f"output {output} and the pretrained checkpoint {start} overlap; "
+                              "a new run must not write into (or replace) what it starts from")
     if overwrite or not holds_run(output):
         return cfg
     if cfg.resume and (folder is None or _inside(folder, output)):

@@ -339,6 +339,8 @@ class FaceTrainer:
         mx.random.seed(cfg.seed)
         self.backbone.initialize(
             mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2), ctx=self.ctx)
+        if cfg.pretrained:
+            self._load_pretrained(cfg.pretrained)
         if self.parallel:
             self._init_parallel_head(mx)
         else:
@@ -484,6 +486,24 @@ class FaceTrainer:
             _wait_all()
 
     # ------------------------------------------------------------ setup: resume
+    def _load_pretrained(self, path):
+        """The backbone of the checkpoint ``path`` as this run's starting point.
+
+        Only the network's name is compared up front: the settings that change
+        the weights (embedding size, activation, units, widths) show as missing,
+        unexpected or differently shaped arrays, which :func:`load_params` names.
+        """
+        state = load_checkpoint_state(path)
+        folder = state["folder"]
+        name = state["model"].get("name")
+        if name != self.config.network:
+            raise CheckpointError(f"cannot start from {folder}: its backbone is {name!r}, "
+                                  f"this run trains {self.config.network!r}")
+        require_files(folder, ["backbone.params"])
+        load_params(self.backbone, os.path.join(folder, "backbone.params"), self.ctx)
+        self.log.info("backbone from %s (%s, step %d of its run); head and optimizer start "
+                      "fresh", folder, name, int(state.get("step", 0)))
+
     def _resume(self, path):
         cfg = self.config
         state = load_checkpoint_state(path)
