@@ -4,8 +4,10 @@ gluon_face checkpoint folder.
     python tools/convert_insightface.py model-r100-ii/model 0 runs/r100-ii
     python tools/evaluate.py runs/r100-ii --bin lfw.bin
 
-Reads insightface's fresnet (net_input 1, net_unit 3, output E or FC; r18 ... r100
-and other unit counts) and fmobilefacenet (GDC output, e.g. the y1 MobileFaceNet),
+Reads insightface's fresnet (net_unit 3, output E or FC; r18 ... r100 and other
+unit counts; net_input 1, the 3x3 stem, or net_input 0, the 7x7 stride-2 stem, which
+becomes stem=7x7; the input BatchNorm of net_input 2 is refused) and fmobilefacenet
+(GDC output, e.g. the y1 MobileFaceNet),
 maps every array onto FaceResNet / MobileFaceNet, runs the symbol and the converted
 network on two random images and refuses a difference (--no-verify skips that), and
 writes OUT as a checkpoint folder that tools/evaluate.py, tools/extract.py and

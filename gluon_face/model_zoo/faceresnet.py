@@ -9,8 +9,9 @@ https://arxiv.org/abs/1801.07698, and the insightface model zoo).
 Layout (these child names are the keys of saved parameter files)::
 
     FaceResNet
-      features   HybridSequential: stem (Conv3x3 s1, BN, act) then one
-                 HybridSequential per stage, each a list of BasicBlockV3
+      features   HybridSequential: stem (Conv3x3 s1, or Conv7x7 s2 with
+                 ``stem='7x7'``; BN, act) then one HybridSequential per
+                 stage, each a list of BasicBlockV3
                    BasicBlockV3.body        BN, Conv3x3, BN, act, Conv3x3(stride), BN
                    BasicBlockV3.downsample  Conv1x1(stride), BN (first unit of a stage)
       output     the insightface "E" output: BN, [Dropout(0.4)], Dense(emb), BN
@@ -34,6 +35,9 @@ BN_MOMENTUM = 0.9
 DROPOUT_RATE = 0.4
 ACT_TYPES = ("prelu", "relu")
 OUTPUT_TYPES = ("E",)
+#: Stem convolutions: insightface's ``net_input`` 1 ('3x3', stride 1, padding 1) and
+#: ``net_input`` 0 ('7x7', stride 2, padding 3), as (kernel, stride, padding).
+STEMS = {"3x3": (3, 1, 1), "7x7": (7, 2, 3)}
 
 
 def _batch_norm(channels, scale=True):
@@ -43,6 +47,26 @@ def _batch_norm(channels, scale=True):
 def _conv3x3(channels, stride, in_channels):
     return nn.Conv2D(channels, kernel_size=3, strides=stride, padding=1, use_bias=False,
                      in_channels=in_channels)
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output side of MXNet's convolution (no dilation): ``(size + 2 p - k) // s + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def feature_side(size, num_stages, stem="3x3"):
+    """Side of FaceResNet's last map for an input side ``size``.
+
+    The stem, then one stride-2 stage each (its 3x3 convolution with padding 1
+    and its 1x1 shortcut both give ``ceil(side / 2)``), with MXNet's arithmetic:
+    ``size / 2 ** num_stages`` for the '3x3' stem on a multiple of
+    ``2 ** num_stages``, ``ceil(size / 2 ** (num_stages + 1))`` for '7x7'
+    (insightface's 112 -> 56 -> 28 -> 14 -> 7 -> 4).
+    """
+    side = conv_output_size(size, *STEMS[stem])
+    for _ in range(num_stages):
+        side = conv_output_size(side, 3, 2, 1)
+    return side
 
 
 def _activation(act_type, channels):
@@ -152,9 +176,11 @@ _BLOCKS = {"basic_block": BasicBlockV3}
 class FaceResNet(nn.HybridBlock):
     r"""Face-ResNet backbone: aligned face crops to (unnormalised) embeddings.
 
-    A 3x3 stride-1 stem keeps the full resolution of the small face crop; each
-    stage halves it; the "E" output flattens the last maps (position on an
-    aligned face carries identity, so no global pooling) into the embedding:
+    A 3x3 stride-1 stem keeps the full resolution of the small face crop
+    (insightface's ``net_input`` 1; ``stem='7x7'`` is its ``net_input`` 0, a 7x7
+    stride-2 convolution that halves it once more); each stage halves it; the
+    "E" output flattens the last maps (position on an aligned face carries
+    identity, so no global pooling) into the embedding:
     BN, Dropout(0.4) if ``use_dropout``, Dense(``emb_size``), BN (with its
     scale fixed to 1, as insightface).
 
@@ -179,9 +205,15 @@ class FaceResNet(nn.HybridBlock):
     image_size : int or (int, int), default 112
         Input height and width, each a multiple of ``2 ** len(layers)`` (16 for
         four stages): it fixes the Dense layer's input size
-        ``channels[-1] * (H / 16) * (W / 16)``.
+        ``channels[-1] * h * w``, the last map being ``H / 16`` by ``W / 16``
+        with the '3x3' stem and ``ceil(H / 32)`` by ``ceil(W / 32)`` with the
+        '7x7' one (4x4 at 112, as insightface).
     in_channels : int, default 3
         Input image channels.
+    stem : {'3x3', '7x7'}, default '3x3'
+        The first convolution: 3x3 stride 1 padding 1 (insightface's
+        ``net_input`` 1), or 7x7 stride 2 padding 3 (``net_input`` 0).  Both
+        are ``features.0``; the parameter names do not change.
     **kwargs
         ``prefix`` / ``params`` of :class:`mxnet.gluon.HybridBlock`.
 
@@ -192,7 +224,8 @@ class FaceResNet(nn.HybridBlock):
     """
 
     def __init__(self, block, layers, channels, emb_size=512, use_dropout=False,
-                 act_type="prelu", output="E", image_size=112, in_channels=3, **kwargs):
+                 act_type="prelu", output="E", image_size=112, in_channels=3, stem="3x3",
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(block, str):
             if block not in _BLOCKS:
@@ -209,16 +242,22 @@ class FaceResNet(nn.HybridBlock):
         self.act_type = _check_act_type(act_type)
         if output not in OUTPUT_TYPES:
             raise ValueError(f"output must be one of {', '.join(OUTPUT_TYPES)}, got {output!r}")
+        if not isinstance(stem, str) or stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
         self.in_channels = _check_positive_int("in_channels", in_channels)
+        # Every size is computable with the ceil arithmetic; multiples of 2 ** stages
+        # keep the 3x3 stem's maps exact halves and include insightface's 112.
         self.image_size = _check_image_size(image_size, 2 ** len(layers))
         self.block, self.layers, self.channels = block, layers, channels
-        self.use_dropout, self.output_type = use_dropout, output
-        factor = 2 ** len(layers)
-        self.feature_shape = (channels[-1], self.image_size[0] // factor,
-                              self.image_size[1] // factor)
+        self.use_dropout, self.output_type, self.stem = use_dropout, output, stem
+        self.feature_shape = (channels[-1],) + tuple(
+            feature_side(s, len(layers), stem) for s in self.image_size)
+        kernel, stride, padding = STEMS[stem]
         with self.name_scope():
             self.features = nn.HybridSequential(prefix="")
-            self.features.add(_conv3x3(channels[0], 1, self.in_channels),
+            self.features.add(nn.Conv2D(channels[0], kernel_size=kernel, strides=stride,
+                                        padding=padding, use_bias=False,
+                                        in_channels=self.in_channels),
                               _batch_norm(channels[0]),
                               _activation(act_type, channels[0]))
             for i, num_units in enumerate(layers):
@@ -283,7 +322,7 @@ def get_faceresnet(num_layers, num_classes=None, emb_size=None, use_dropout=Fals
         Where to initialise the parameters; default ``mx.cpu()``.
     **kwargs
         More :class:`FaceResNet` keywords: ``act_type``, ``output``,
-        ``image_size``, ``in_channels``, ``prefix``.
+        ``image_size``, ``in_channels``, ``stem``, ``prefix``.
 
     Returns
     -------
@@ -316,8 +355,8 @@ def _spec_factory(name, units, widths, doc):
 
     build.__name__ = name.replace("-", "_")
     build.__doc__ = doc + (" Uninitialised; keywords as :class:`FaceResNet` (emb_size, "
-                           "use_dropout, act_type, output, image_size, in_channels), and "
-                           "``layers=`` / ``channels=`` to replace the units per stage / "
+                           "use_dropout, act_type, output, image_size, in_channels, stem), "
+                           "and ``layers=`` / ``channels=`` to replace the units per stage / "
                            "the widths (stem, stage 1..4).")
     MODELS.register(name)(build)
     return build

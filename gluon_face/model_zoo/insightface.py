@@ -3,8 +3,10 @@
 insightface (https://github.com/deepinsight/insightface, ``recognition/arcface_mxnet``)
 publishes its models (model-r100-ii, LResNet100E-IR, MobileFaceNet, ...) as a
 symbol graph and an MXNet array file whose keys are ``arg:<name>`` / ``aux:<name>``.
-Its ``fresnet`` with ``net_input`` 1, ``net_unit`` 3 and the ``E`` (or ``FC``)
-output is :class:`~gluon_face.model_zoo.FaceResNet`, and its ``fmobilefacenet`` with
+Its ``fresnet`` with ``net_unit`` 3 and the ``E`` (or ``FC``) output is
+:class:`~gluon_face.model_zoo.FaceResNet`: ``net_input`` 1 (a 3x3 stride-1
+``conv0``) with ``stem='3x3'``, ``net_input`` 0 (a 7x7 stride-2 ``conv0``, read
+from the kernel of ``conv0_weight``) with ``stem='7x7'``; and its ``fmobilefacenet`` with
 the ``GDC`` output is :class:`~gluon_face.model_zoo.MobileFaceNet`: the same layers
 in the same order, so every array has one place in our network.
 
@@ -41,12 +43,12 @@ saves with ``ckpt_embedding``), so that insightface's loader
 (``mx.model.load_checkpoint`` then ``Module.set_params``) takes the file as is.
 
 Whatever cannot be mapped is refused with one line naming the file and the first
-array (or layer) in question: other ``net_unit`` / ``net_input`` variants (a 7x7
-stride-2 ``conv0`` of ``net_input`` 0, an input BatchNorm of ``net_input`` 2,
-squeeze-excitation arrays, other output types), missing arrays and shape
-mismatches.  After loading, the symbol itself is run on a random raw batch and
-the network's embeddings compared with it (``verify``), so a graph that differs
-in something the names do not show (a stride, an activation) is refused too.
+array (or layer) in question: other ``net_unit`` / ``net_input`` variants (an
+input BatchNorm of ``net_input`` 2, squeeze-excitation arrays, other output
+types), missing arrays and shape mismatches.  After loading, the symbol itself
+is run on a random raw batch and the network's embeddings compared with it
+(``verify``), so a graph that differs in something the names do not show (a
+stride, an activation) is refused too.
 """
 import json
 import math
@@ -58,7 +60,14 @@ import numpy as onp
 from .._io import atomic_path
 from .._mxnet import error_message
 from ..graph import mxnet_compat as compat
-from .faceresnet import DROPOUT_RATE, BasicBlockV3, FaceResNet, faceresnet_spec
+from .faceresnet import (
+    DROPOUT_RATE,
+    STEMS,
+    BasicBlockV3,
+    FaceResNet,
+    faceresnet_spec,
+    feature_side,
+)
 from .mobilefacenet import MOBILEFACENET_LAYERS, DepthwiseResidual, MobileFaceNet
 from .registry import get_model
 
@@ -233,15 +242,16 @@ def _shape(arrays, name, sym_path):
 
 def _infer_faceresnet(shapes, ops, sym_path, image_size):
     conv0 = _shape(shapes, "conv0_weight", sym_path)
-    if tuple(conv0[2:]) != (3, 3):
+    stem = f"{conv0[2]}x{conv0[3]}"
+    if stem not in STEMS:
         raise InsightFaceError(
-            f"{sym_path}: conv0_weight is {conv0[2]}x{conv0[3]} (insightface's net_input 0 "
-            f"stem, 7x7 stride 2): FaceResNet's stem is a 3x3 stride-1 convolution "
-            f"(net_input 1)")
+            f"{sym_path}: conv0_weight is {stem}: FaceResNet's stems are 3x3 stride 1 "
+            f"(insightface's net_input 1) and 7x7 stride 2 (net_input 0)")
+    want = STEMS[stem][1]
     stride = ops.get("conv0", {}).get("stride", "(1, 1)").replace(" ", "")
-    if stride not in ("(1,1)", "1", "(1,)"):
-        raise InsightFaceError(f"{sym_path}: conv0 has stride {stride}; FaceResNet's stem "
-                               f"has stride 1")
+    if stride not in (f"({want},{want})", str(want), f"({want},)"):
+        raise InsightFaceError(f"{sym_path}: conv0 has stride {stride}; FaceResNet's {stem} "
+                               f"stem has stride {want}")
     layers = []
     while f"stage{len(layers) + 1}_unit1_conv1_weight" in shapes:
         i = len(layers) + 1
@@ -256,14 +266,21 @@ def _infer_faceresnet(shapes, ops, sym_path, image_size):
     if image_size is None:
         cells, rest = divmod(int(fc[1]), channels[-1])
         side = math.isqrt(cells)
-        if rest or side * side != cells:
+        # Halving with ceil, the 7x7 stem's last map of side s comes from two sizes
+        # (32 s - 16 and 32 s for four stages); the smaller is insightface's 112 for
+        # its 4x4 maps.
+        fits = [k * factor for k in range(1, 2 * side + 2)
+                if feature_side(k * factor, len(layers), stem) == side]
+        if rest or side * side != cells or not fits:
             raise InsightFaceError(f"{sym_path}: pre_fc1_weight {tuple(fc)} does not fit a "
                                    f"square last map of {channels[-1]} channels: give "
                                    f"image_size")
-        image_size = side * factor
+        image_size = fits[0]
     kwargs = {"emb_size": int(fc[0]),
               "act_type": "prelu" if "relu0_gamma" in shapes else "relu",
               "image_size": image_size}
+    if stem != "3x3":
+        kwargs["stem"] = stem
     if any(op["op"] == "Dropout" for op in ops.values()):
         kwargs["use_dropout"] = True
     for depth in sorted(faceresnet_spec):
@@ -354,7 +371,9 @@ def from_insightface(prefix, epoch=0, ctx=None, image_size=None, verify=True, to
         Where the parameters go; default ``mx.cpu()``.
     image_size : int or (int, int), optional
         Input size; by default read from the arrays (the Dense input of a
-        FaceResNet, for a square image; the GDC kernel of a MobileFaceNet).
+        FaceResNet, for a square image; the GDC kernel of a MobileFaceNet).  A
+        7x7 stem's last map of side s fits both 32 s - 16 and 32 s; the
+        smaller is taken (112 for insightface's 4x4 maps): give the other here.
     verify : bool, default True
         Run the symbol and the network on two random raw images and refuse a
         difference above ``tolerance`` x max(1, max |embedding|).
@@ -544,7 +563,10 @@ def to_insightface(net, prefix, epoch=0, verify=True, tolerance=1e-4, ctx=None):
     The symbol takes raw 0-255 RGB (``data``, (N, 3, H, W) float32) and normalises
     it in-graph as insightface does; its output is ``fc1`` (the embedding graph
     insightface saves with ``ckpt_embedding``), so ``mx.model.load_checkpoint`` +
-    ``sym.get_internals()['fc1_output']`` + ``Module.set_params`` load it.  Arrays
+    ``sym.get_internals()['fc1_output']`` + ``Module.set_params`` load it.  A
+    FaceResNet is written as ``fresnet``'s ``net_input`` 1 graph, or with
+    ``stem='7x7'`` as its ``net_input`` 0 graph (the same ``id`` and
+    normalisation, then ``conv0`` 7x7 stride 2 padding 3).  Arrays
     are float32 under ``arg:`` / ``aux:`` names in MXNet's legacy array format.
     Both files are written under temporary names and renamed; existing files of
     those names are replaced (the commands refuse that unless told).

@@ -204,13 +204,13 @@ class MobileFaceNet(nn.HybridBlock):
 
 @MODELS.register("mobilefacenet")
 def mobilefacenet(layers=None, emb_size=128, use_dropout=False, act_type="prelu", output="GDC",
-                  image_size=112, in_channels=3, channels=None, **kwargs):
+                  image_size=112, in_channels=3, channels=None, stem=None, **kwargs):
     """MobileFaceNet (insightface ``y1``: units [1, 4, 6, 2], 128-d, PReLU), uninitialised.
 
     Keywords as :class:`MobileFaceNet`; ``layers=`` replaces the units per stage.
-    The registry's ``use_dropout=True``, an ``output`` other than ``'GDC'`` and
-    ``channels`` are refused (``ValueError``): the GDC output has no dropout and
-    the widths are MobileFaceNet's own.
+    The registry's ``use_dropout=True``, an ``output`` other than ``'GDC'``,
+    ``channels`` and ``stem`` are refused (``ValueError``): the GDC output has no
+    dropout, and the widths and the stride-2 3x3 first unit are MobileFaceNet's own.
     """
     if use_dropout not in (False, None):
         raise ValueError("mobilefacenet has no dropout (its GDC output has none): "
@@ -220,6 +220,9 @@ def mobilefacenet(layers=None, emb_size=128, use_dropout=False, act_type="prelu"
     if channels is not None:
         raise ValueError("mobilefacenet does not take channels: its widths are fixed "
                          "(layers= sets the units per stage)")
+    if stem is not None:
+        raise ValueError("mobilefacenet does not take stem: its first unit is its own "
+                         "(3x3, stride 2); stem= is FaceResNet's")
     return MobileFaceNet(MOBILEFACENET_LAYERS if layers is None else layers,
                          emb_size=emb_size, act_type=act_type, image_size=image_size,
                          in_channels=in_channels, **kwargs)

@@ -22,9 +22,9 @@ MODELS = Registry("model")
 
 #: Keywords every registered model accepts (those of :class:`FaceResNet` after
 #: the spec, gluon's ``prefix`` / ``params``, and ``layers`` / ``channels``, which
-#: replace the spec's units per stage and widths).
+#: replace the spec's units per stage and widths); ``stem`` is FaceResNet's own.
 MODEL_KEYWORDS = ("emb_size", "use_dropout", "act_type", "output", "image_size",
-                  "in_channels", "prefix", "params", "layers", "channels")
+                  "in_channels", "stem", "prefix", "params", "layers", "channels")
 
 
 def get_model(name, **kwargs):
@@ -37,7 +37,10 @@ def get_model(name, **kwargs):
     **kwargs
         ``emb_size`` (default 512), ``use_dropout`` (False), ``act_type``
         ('prelu' or 'relu'), ``output`` ('E'), ``image_size`` (112, or
-        (H, W); multiples of 16), ``in_channels`` (3), ``prefix``, ``params``;
+        (H, W); multiples of 16), ``in_channels`` (3), ``stem`` ('3x3', the
+        3x3 stride-1 first convolution of insightface's ``net_input`` 1, or
+        '7x7', the 7x7 stride-2 one of its ``net_input`` 0; FaceResNet only),
+        ``prefix``, ``params``;
         ``layers`` (units per stage, e.g. ``[1, 1, 1, 1]``) and ``channels``
         (stem + one width per stage, e.g. ``[16, 16, 32, 64, 128]``) replace the
         named network's.

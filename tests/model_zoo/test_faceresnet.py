@@ -283,6 +283,70 @@ def test_image_sizes(size, side):
     assert net.image_size == expected and summarize(net).input_shape == (3,) + expected
 
 
+# ----------------------------------------------------------------------------- the 7x7 stem
+
+def test_default_stem_is_3x3_stride_1():
+    net = get_model("faceresnet18")
+    assert net.stem == "3x3"
+    kw = net.features[0]._kwargs
+    assert (kw["kernel"], kw["stride"], kw["pad"]) == ((3, 3), (1, 1), (1, 1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_faceresnet_takes_the_7x7_stem(name):
+    net = _small(name, stem="7x7")
+    kw = net.features[0]._kwargs
+    assert (kw["kernel"], kw["stride"], kw["pad"]) == ((7, 7), (2, 2), (3, 3))
+    # 32 -> 16 -> 8 -> 4 -> 2 -> 1
+    assert net.feature_shape[1:] == (1, 1)
+    # the same parameter names as the 3x3 stem (insightface's conv0 is features.0 in both)
+    assert set(net._collect_params_with_prefix()) == \
+        set(_small(name)._collect_params_with_prefix())
+
+
+def test_7x7_stem_forward_hybridize_and_parameter_count(ctx):
+    net = _small("faceresnet10-demo", stem="7x7", image_size=48)
+    net.initialize(mx.init.Xavier(), ctx=ctx)
+    x = _input(ctx, (2, 3, 48, 48))
+    # MXNet's own arithmetic: 48 -> 24 -> 12 -> 6 -> 3 -> 2 (ceil halves, as 112 -> ... -> 4)
+    assert net.features(x).shape == (2, 128) + net.feature_shape[1:] == (2, 128, 2, 2)
+    out = net(x).asnumpy()
+    net.hybridize()
+    onp.testing.assert_allclose(net(x).asnumpy(), out, rtol=1e-5, atol=1e-5 * abs(out).max())
+    assert out.shape == (2, 8) and onp.isfinite(out).all()
+    # by hand against the 3x3 stem at the same size (48 -> 3x3 last map): the stem's
+    # weight grows from 3x3 to 7x7, the Dense input shrinks from 128 * 3 * 3 to 128 * 2 * 2
+    small = _small("faceresnet10-demo", image_size=48)
+    assert small.feature_shape == (128, 3, 3)
+    total = sum(p.data().size for p in net.collect_params().values())
+    assert total == summarize(net).params + summarize(net).states
+    assert summarize(net).params - summarize(small).params == \
+        16 * 3 * (49 - 9) + 8 * 128 * (4 - 9)
+
+
+@pytest.mark.parametrize("size,side", [(112, (4, 4)), (96, (3, 3)), (128, (4, 4)),
+                                       ((64, 96), (2, 3)), (16, (1, 1))])
+def test_7x7_stem_image_sizes(size, side):
+    net = get_model("faceresnet50", image_size=size, stem="7x7")
+    assert net.feature_shape == (512,) + side
+    assert net.output[1].weight.shape == (512, 512 * side[0] * side[1])
+    assert summarize(net).layers[-2].in_shape == (512,) + side  # the Dense flattens it
+
+
+def test_faceresnet50_7x7_stem_at_112(ctx):
+    net = get_model("faceresnet50", stem="7x7")
+    net.initialize(mx.init.Xavier(), ctx=ctx)
+    assert net(_input(ctx, (1, 3, 112, 112))).shape == (1, 512)
+
+
+@pytest.mark.parametrize("stem", ["5x5", "7X7", 7, None, ""])
+def test_bad_stem(stem):
+    with pytest.raises(ValueError, match="stem must be one of 3x3, 7x7"):
+        get_model("faceresnet18", stem=stem)
+    with pytest.raises(ValueError, match="image_size"):
+        get_model("faceresnet18", stem="7x7", image_size=100)
+
+
 def test_non_square_forward(ctx):
     net = _small(image_size=(48, 32))
     net.initialize(mx.init.Xavier(), ctx=ctx)

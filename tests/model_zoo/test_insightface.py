@@ -17,6 +17,7 @@ from gluon_face.model_zoo import (
     RawPixels,
     from_insightface,
     get_model,
+    summarize,
     to_insightface,
 )
 from gluon_face.model_zoo.insightface import insightface_names
@@ -86,16 +87,23 @@ def _unit3(x, filters, stride, dim_match, name, act, se=False):
 
 def fresnet_symbol(units=SMALL_UNITS, filters=SMALL_FILTERS, emb_size=SMALL_EMB, act="prelu",
                    output="E", version_input=1, fc7_classes=0, fc7_bias=False, se=False,
-                   normalise=True, scale=0.0078125, stem_pool=False):
-    """insightface's fresnet (net_unit 3) with the E or FC output, optionally with fc7."""
+                   normalise=True, scale=0.0078125, stem_pool=False, conv0=None):
+    """insightface's fresnet (net_unit 3) with the E or FC output, optionally with fc7.
+
+    ``version_input`` 0 is the 7x7 stride-2 ``conv0``, 1 the 3x3 stride-1 one, 2 the
+    3x3 one after a BatchNorm ``bn_data`` on the raw input; ``conv0`` = (kernel,
+    stride, pad) replaces the stem convolution's settings (a stem insightface has not).
+    """
     data = mx.sym.Variable("data")
-    x = mx.sym.identity(data, name="id")
-    if normalise:
-        x = (x - 127.5) * scale
-    if version_input == 0:
-        x = _conv(x, filters[0], (7, 7), (2, 2), (3, 3), "conv0")
+    if version_input == 2:
+        x = mx.sym.BatchNorm(data, fix_gamma=True, eps=2e-5, momentum=0.9, name="bn_data")
     else:
-        x = _conv(x, filters[0], (3, 3), (1, 1), (1, 1), "conv0")
+        x = mx.sym.identity(data, name="id")
+        if normalise:
+            x = (x - 127.5) * scale
+    if conv0 is None:
+        conv0 = ((7, 7), (2, 2), (3, 3)) if version_input == 0 else ((3, 3), (1, 1), (1, 1))
+    x = _conv(x, filters[0], *conv0, "conv0")
     x = _act(_bn(x, "bn0"), "relu0", act)
     if stem_pool:  # a layer without arrays: only running the graph can notice it
         x = mx.sym.Pooling(x, kernel=(3, 3), stride=(1, 1), pad=(1, 1), pool_type="max")
@@ -192,10 +200,11 @@ def random_net(name="faceresnet18", seed=0, **kwargs):
 
 
 # ----------------------------------------------------------------------------- the map
-@pytest.mark.parametrize("depth,units,arrays,params", [
-    (50, [3, 4, 14, 3], 396, 43_590_848), (100, [3, 13, 30, 3], 771, 65_156_160)])
-def test_full_size_fresnet_maps_array_for_array(depth, units, arrays, params):
-    sym = fresnet_symbol(units, [64, 64, 128, 256, 512], 512)
+@pytest.mark.parametrize("depth,units,arrays,params,version_input", [
+    (50, [3, 4, 14, 3], 396, 43_590_848, 1), (100, [3, 13, 30, 3], 771, 65_156_160, 1),
+    (50, [3, 4, 14, 3], 396, 34_947_776, 0)])
+def test_full_size_fresnet_maps_array_for_array(depth, units, arrays, params, version_input):
+    sym = fresnet_symbol(units, [64, 64, 128, 256, 512], 512, version_input=version_input)
     with legacy():
         arg_shapes, _, aux_shapes = sym.infer_shape(data=(1, 3, 112, 112))
     shapes = dict(zip(sym.list_arguments(), arg_shapes))
@@ -204,7 +213,9 @@ def test_full_size_fresnet_maps_array_for_array(depth, units, arrays, params):
     assert len(shapes) == arrays
     assert sum(int(onp.prod(s)) for n, s in zip(sym.list_arguments(), arg_shapes)
                if n != "data") == params
-    net = get_model(f"faceresnet{depth}")
+    net = get_model(f"faceresnet{depth}", stem="7x7" if version_input == 0 else "3x3")
+    # MXNet's own shape inference gives the summary's parameter count
+    assert summarize(net).params == params
     names = insightface_names(net)
     ours = compat.structural_params(net)
     assert sorted(i for _, i in names.values()) == sorted(shapes)
@@ -245,6 +256,64 @@ def test_import_small_fresnet_matches_module(tmp_path, act, output):
     close(our_embeddings(net, x), module_embeddings(prefix, x))
     # the net is an ordinary registry model: its kwargs rebuild it
     assert isinstance(get_model(info["model"]["name"], **kwargs), type(net))
+
+
+#: An input side whose maps under the 7x7 stem are odd before the last stage, as
+#: insightface's 112 (56, 28, 14, 7, 4): 48 gives 24, 12, 6, 3, 2.
+NET_INPUT_0_SIZE = 48
+
+
+def test_import_net_input_0_matches_module_and_exports_back(tmp_path):
+    sym = fresnet_symbol(version_input=0)
+    prefix = save(tmp_path / "ins" / "model", sym, *random_params(sym, NET_INPUT_0_SIZE))
+    net, info = from_insightface(prefix)
+    kwargs = info["model"]["kwargs"]
+    assert kwargs["stem"] == "7x7" and kwargs["image_size"] == NET_INPUT_0_SIZE
+    assert net.feature_shape == (SMALL_FILTERS[-1], 2, 2)
+    assert info["input_normalisation"] is True and info["max_abs_diff"] < 1e-4
+    x = raw_images(4, NET_INPUT_0_SIZE)
+    want = module_embeddings(prefix, x)
+    close(our_embeddings(net, x), want)
+    # back out: insightface's version_input 0 graph, which its Module loads
+    out = str(tmp_path / "out" / "model")
+    assert to_insightface(net, out)["max_abs_diff"] < 1e-4
+    close(module_embeddings(out, x), want)
+    nodes = {n["name"]: n for n in json.loads((tmp_path / "out" / "model-symbol.json")
+                                              .read_text())["nodes"]}
+    conv0 = nodes["conv0"]["attrs"]
+    assert (conv0["kernel"], conv0["stride"], conv0["pad"]) == ("(7, 7)", "(2, 2)", "(3, 3)")
+    assert nodes["id"]["op"] == "_copy"  # how MXNet saves mx.sym.identity
+    assert sorted(n["op"] for n in nodes.values() if n["op"].endswith("_scalar")) == \
+        ["_minus_scalar", "_mul_scalar"]
+    back, back_info = from_insightface(out)
+    assert back_info["model"]["kwargs"]["stem"] == "7x7"
+    close(our_embeddings(back, x), want)
+
+
+def test_net_input_0_map_side_fits_two_sizes(tmp_path):
+    """A 2x2 last map comes from 48 or 64 under the 7x7 stem: 48 by default, 64 when told."""
+    sym = fresnet_symbol(version_input=0)
+    prefix = save(tmp_path / "model", sym, *random_params(sym, 64))
+    net, info = from_insightface(prefix, image_size=64)
+    assert info["image_size"] == (64, 64) and net.feature_shape[1:] == (2, 2)
+    x = raw_images(2, 64)
+    close(our_embeddings(net, x), module_embeddings(prefix, x))
+
+
+def test_convert_and_export_commands_keep_the_7x7_stem(tmp_path, capsys):
+    from gluon_face.training.checkpoint import load_model
+
+    sym = fresnet_symbol(version_input=0, fc7_classes=4)
+    prefix = save(tmp_path / "ins" / "model", sym, *random_params(sym, NET_INPUT_0_SIZE))
+    out = tmp_path / "ckpt"
+    assert convert_insightface.main([prefix, "0", str(out)]) == 0
+    assert "stem=7x7" in capsys.readouterr().out
+    net, _head, state = load_model(str(out))
+    assert state["model"]["kwargs"]["stem"] == "7x7" and net.stem == "7x7"
+    back = tmp_path / "exported" / "model"
+    assert export_insightface.main([str(out), str(back)]) == 0
+    x = raw_images(2, NET_INPUT_0_SIZE)
+    close(module_embeddings(back, x), module_embeddings(prefix, x))
 
 
 def test_import_keeps_fc7_of_a_training_symbol(tmp_path):
@@ -297,8 +366,13 @@ def test_refusals_name_the_file_and_the_array(tmp_path):
     refused(str(tmp_path / "nothing"), "nothing-symbol.json", "no such file")
     prefix = _bad(tmp_path, fresnet_symbol())
     refused(prefix, "bad-0003.params", "no such file", epoch=3)
-    # net_input 0: a 7x7 stride-2 stem
-    refused(_bad(tmp_path, fresnet_symbol(version_input=0)), "bad-symbol.json", "conv0_weight")
+    # a stem convolution insightface has not: 5x5, or 3x3 with stride 2
+    refused(_bad(tmp_path, fresnet_symbol(conv0=((5, 5), (1, 1), (2, 2)))), "bad-symbol.json",
+            "conv0_weight is 5x5")
+    refused(_bad(tmp_path, fresnet_symbol(conv0=((3, 3), (2, 2), (1, 1)))), "bad-symbol.json",
+            "conv0", "stride")
+    # net_input 2: an input BatchNorm
+    refused(_bad(tmp_path, fresnet_symbol(version_input=2)), "bad-symbol.json", "bn_data")
     # squeeze-excitation arrays have no place in FaceResNet
     refused(_bad(tmp_path, fresnet_symbol(se=True)), "bad-symbol.json",
             "stage1_unit1_se_conv1_weight")
@@ -336,6 +410,7 @@ def test_refusals_name_the_file_and_the_array(tmp_path):
     ("faceresnet18", dict(layers=SMALL_UNITS, channels=SMALL_FILTERS, emb_size=SMALL_EMB,
                           use_dropout=True), SMALL_SIZE),
     ("faceresnet10-demo", dict(act_type="relu", emb_size=SMALL_EMB), SMALL_SIZE),
+    ("faceresnet10-demo", dict(stem="7x7", emb_size=SMALL_EMB), NET_INPUT_0_SIZE),
     ("mobilefacenet", {}, 112)])
 def test_export_runs_in_insightface_module(tmp_path, name, kwargs, size):
     net = random_net(name, image_size=size, **kwargs)
@@ -420,8 +495,8 @@ def test_commands_refuse_bad_input_with_one_line(tmp_path, capsys):
 
     fails(convert_insightface.main, [str(tmp_path / "none"), "0", str(tmp_path / "o")],
           "none-symbol.json")
-    prefix = save(tmp_path / "m", fresnet_symbol(version_input=0),
-                  *random_params(fresnet_symbol(version_input=0), SMALL_SIZE))
+    five = fresnet_symbol(conv0=((5, 5), (1, 1), (2, 2)))
+    prefix = save(tmp_path / "m", five, *random_params(five, SMALL_SIZE))
     fails(convert_insightface.main, [prefix, "0", str(tmp_path / "o")], "conv0_weight")
     fails(convert_insightface.main, [prefix, "1", str(tmp_path / "o")], "m-0001.params")
     assert not (tmp_path / "o").exists()

@@ -64,7 +64,8 @@ def test_registered_and_sized_as_insightface_y1():
 
 def test_keywords_it_cannot_honour_are_refused():
     for kwargs in ({"use_dropout": True}, {"channels": [8, 8, 8, 8, 8]}, {"output": "E"},
-                   {"layers": [1, 1, 1]}, {"image_size": 100}, {"act_type": "tanh"}):
+                   {"layers": [1, 1, 1]}, {"image_size": 100}, {"act_type": "tanh"},
+                   {"stem": "7x7"}):
         with pytest.raises(ValueError):
             get_model("mobilefacenet", **kwargs)
     net = get_model("mobilefacenet", emb_size=64, act_type="relu", image_size=(64, 48),

@@ -17,19 +17,26 @@ UNITS = {"faceresnet18": [2, 2, 2, 2], "faceresnet34": [3, 4, 6, 3],
 STAGE_CHANNELS = [64, 128, 256, 512]
 
 
-def closed_form(units, emb=512, height=112, width=112, prelu=True):
+def _half(side):
+    # a stride-2 convolution with "same" padding (3x3 pad 1, 7x7 pad 3, 1x1 pad 0)
+    return -(-side // 2)
+
+
+def closed_form(units, emb=512, height=112, width=112, prelu=True, stem=3):
     """(params, BN running statistics, MACs) of an IR-ResNet with the "E" output.
 
+    Stem: conv3x3 stride 1 (``stem=3``) or conv7x7 stride 2 (``stem=7``), BN, PReLU.
     Unit: BN(c_in) conv3x3(c_in->c) BN(c) PReLU(c) conv3x3(c->c, stride) BN(c);
     the first unit of each stage strides by 2 and has a conv1x1 + BN shortcut.
     """
     a = 1 if prelu else 0
-    params = 3 * 9 * 64 + 2 * 64 + a * 64
+    h, w = (height, width) if stem == 3 else (_half(height), _half(width))
+    params = 3 * stem * stem * 64 + 2 * 64 + a * 64
     states = 2 * 64
-    macs = height * width * 64 * 3 * 9
-    c_in, h, w = 64, height, width
+    macs = h * w * 64 * 3 * stem * stem
+    c_in = 64
     for n, c in zip(units, STAGE_CHANNELS):
-        h2, w2 = h // 2, w // 2
+        h2, w2 = _half(h), _half(w)
         # first unit, then n - 1 identity units of 18 c^2 + 7 c (or 6 c) parameters
         params += 2 * c_in + 9 * c_in * c + 2 * c + a * c + 9 * c * c + 2 * c + c_in * c + 2 * c
         params += (n - 1) * (18 * c * c + (6 + a) * c)
@@ -58,6 +65,23 @@ def test_counts_match_closed_form_other_settings(kw, size):
     expected = closed_form(UNITS["faceresnet34"], emb=kw.get("emb_size", 512),
                            height=size[0], width=size[1], prelu=kw.get("act_type") != "relu")
     assert (s.params, s.states, s.macs) == expected
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+@pytest.mark.parametrize("size", [(112, 112), (128, 96)])
+def test_counts_match_closed_form_with_the_7x7_stem(name, size):
+    s = summarize(get_model(name, stem="7x7", image_size=size))
+    assert (s.params, s.states, s.macs) == closed_form(UNITS[name], height=size[0],
+                                                       width=size[1], stem=7)
+
+
+def test_groups_of_faceresnet_with_the_7x7_stem():
+    groups = summarize(get_model("faceresnet50", stem="7x7")).groups()
+    assert [g.out_shape for g in groups] == [(64, 56, 56), (64, 28, 28), (128, 14, 14),
+                                             (256, 7, 7), (512, 4, 4), (512,)]
+    assert groups[0].params == 3 * 49 * 64 + 3 * 64
+    assert groups[0].macs == 56 * 56 * 64 * 3 * 49
+    assert groups[-1].params == 512 * 16 * 512 + 512 + 2 * 512 + 2 * 512
 
 
 def test_insightface_published_figures():
@@ -90,9 +114,11 @@ def _paths(block, prefix=""):
     return out
 
 
-def test_walk_agrees_with_a_real_forward_pass(ctx):
+@pytest.mark.parametrize("stem", ["3x3", "7x7"])
+def test_walk_agrees_with_a_real_forward_pass(ctx, stem):
     """Every layer's output shape and parameter count, compared with MXNet's own."""
-    net = get_model("faceresnet18", emb_size=8, image_size=(48, 32), use_dropout=True)
+    net = get_model("faceresnet18", emb_size=8, image_size=(48, 32), use_dropout=True,
+                    stem=stem)
     net.initialize(mx.init.Xavier(), ctx=ctx)
     paths = _paths(net)
     seen = {}
