@@ -10,6 +10,7 @@ under the process umask (``0644`` / ``0755`` under umask ``022``), not the priva
 import contextlib
 import os
 import re
+import secrets
 import tempfile
 
 TMP_SUFFIX = ".tmp"
@@ -52,10 +53,14 @@ def atomic_path(path, suffix=""):
     created = _make_folders(folder)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
-                                   suffix=suffix + TMP_SUFFIX, dir=folder)
-        os.close(fd)
-        os.chmod(tmp, 0o666 & ~current_umask())
+        # the name is ours before the file exists: a signal at any point leaves
+        # either no file or one this handler removes
+        while True:
+            tmp = os.path.join(folder, "." + os.path.basename(path) + "."
+                               + secrets.token_hex(4) + suffix + TMP_SUFFIX)
+            if _create_new_file(tmp):
+                break
+            tmp = None
         yield tmp
         os.replace(tmp, path)
     except BaseException:
@@ -68,6 +73,20 @@ def atomic_path(path, suffix=""):
             except OSError:  # not empty (another writer's file), or gone
                 break
         raise
+
+
+def _create_new_file(path):
+    """Create ``path`` empty with a plain ``open``'s permissions; False if it exists.
+
+    ``tempfile.mkstemp`` would do, but it names the file only once it exists, so
+    a Ctrl-C or SIGTERM landing in between leaves a file nobody knows to remove.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
 
 
 def _make_folders(folder):

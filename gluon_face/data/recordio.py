@@ -688,6 +688,20 @@ def _split_prefix(prefix):
     return prefix
 
 
+
+def _open_record_writer(mx, idx_path, rec_path):
+    """``MXIndexedRecordIO(idx_path, rec_path, 'w')`` that a signal cannot leave half-built.
+
+    MXNet sets ``is_open`` only part-way through the constructor, and its
+    ``__del__`` reads it: a Ctrl-C or SIGTERM landing before that point made the
+    garbage collector print a traceback under our one-line message.  Setting it
+    first lets ``__del__`` of an unfinished writer return quietly.
+    """
+    record = mx.recordio.MXIndexedRecordIO.__new__(mx.recordio.MXIndexedRecordIO)
+    record.is_open = False
+    record.__init__(idx_path, rec_path, "w")
+    return record
+
 class FaceRecordWriter:
     """Write an insightface-layout ``.rec`` / ``.idx`` / ``property`` atomically.
 
@@ -767,7 +781,7 @@ class FaceRecordWriter:
             self._tmp_labels = None
             if self.names is not None:
                 self._tmp_labels = self._stack.enter_context(atomic_path(self._labels_file))
-            self._record = mx.recordio.MXIndexedRecordIO(self._tmp_idx, self._tmp_rec, "w")
+            self._record = _open_record_writer(mx, self._tmp_idx, self._tmp_rec)
         except BaseException:
             self._stack.__exit__(*sys.exc_info())
             raise

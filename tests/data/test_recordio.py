@@ -797,3 +797,22 @@ def test_pack_folder_pixel_limit(tmp_path, image_folder, colour_image):
     assert info["num_images"] == 3
     with pytest.raises(ValueError, match="max_pixels must be >= 1"):
         pack_folder(root, tmp_path / "o2" / "train", max_pixels=0)
+
+
+def test_a_signal_inside_the_writer_constructor_leaves_no_traceback(tmp_path, monkeypatch,
+                                                                    capsys):
+    """Ctrl-C / SIGTERM while MXNet builds the record writer: nothing printed at collection."""
+    import gc
+
+    import mxnet as mx
+
+    from gluon_face.data.recordio import _open_record_writer
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mx.recordio.MXRecordIO, "__init__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _open_record_writer(mx, str(tmp_path / "a.idx"), str(tmp_path / "a.rec"))
+    gc.collect()
+    assert capsys.readouterr().err == ""
