@@ -11,7 +11,10 @@ its (C, E) class centres and (B, C) logits:
 ``gf_set_targets``
     ``out = logits`` with ``out[i, y[i]] = values[i]``: the margin's B target
     logits written into the (B, C) logits.  ``index_copy`` on a flattened
-    view needs a reshape back, which copies the whole array.
+    view needs a reshape back, which copies the whole array, and one-hot
+    masks pass over it several times.  With ``allow_missing`` a label of -1
+    means "no target in this row" (the row is copied unchanged): the sharded
+    and Partial FC heads, whose shards hold only some of the classes.
 
 Both are numba kernels, parallel over rows (each row is summed by one
 thread, in float64, in the order the compiled kernel fixes: results do not
@@ -122,10 +125,12 @@ def _normalize_rows_backward(g, wn, inv, dw, add):
 
 @_jit
 def _set_targets(logits, cols, values, out):
+    # a column of -1: no target in the row (checked by _columns)
     for i in _prange(logits.shape[0]):
         for j in range(logits.shape[1]):
             out[i, j] = logits[i, j]
-        out[i, cols[i]] = values[i]
+        if cols[i] >= 0:
+            out[i, cols[i]] = values[i]
 
 
 @_jit
@@ -137,16 +142,19 @@ def _set_targets_backward(g, cols, dlogits, dvalues, add_logits, add_values, wan
             if add_logits:
                 for j in range(g.shape[1]):
                     dlogits[i, j] += g[i, j]
-                dlogits[i, c] -= g[i, c]
+                if c >= 0:
+                    dlogits[i, c] -= g[i, c]
             else:
                 for j in range(g.shape[1]):
                     dlogits[i, j] = g[i, j]
-                dlogits[i, c] = 0.0
+                if c >= 0:
+                    dlogits[i, c] = 0.0
         if want_values:
+            picked = g[i, c] if c >= 0 else 0.0
             if add_values:
-                dvalues[i] += g[i, c]
+                dvalues[i] += picked
             else:
-                dvalues[i] = g[i, c]
+                dvalues[i] = picked
 
 
 def _view(arr):
@@ -173,13 +181,27 @@ def _assign(op, dst, req, src):
     op.assign(dst, req, _numpy_mode(src) if isinstance(dst, mx.np.ndarray) else _legacy(src))
 
 
-def _columns(labels, num_classes):
-    """``labels`` (float) as int64 column indices; ValueError if outside [0, C)."""
+def _columns(labels, num_classes, allow_missing=False):
+    """``labels`` (float) as int64 column indices; ValueError if outside [0, C).
+
+    With ``allow_missing``, -1 (no target in the row) is accepted too.
+    """
     cols = labels.asnumpy().astype(onp.int64)
-    if len(cols) and (cols.min() < 0 or cols.max() >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes}), got values from "
+    low = -1 if allow_missing else 0
+    if len(cols) and (cols.min() < low or cols.max() >= num_classes):
+        valid = f"[0, {num_classes}) or -1" if allow_missing else f"[0, {num_classes})"
+        raise ValueError(f"labels must be in {valid}, got values from "
                          f"{cols.min()} to {cols.max()}")
     return cols
+
+
+def _blend_targets(logits, labels, values, num_classes):
+    """The one-hot form of ``gf_set_targets`` (legacy arrays); a label of -1 keeps its row.
+
+    ``one_hot`` of -1 is an all-zero row, so that row's target is masked out.
+    """
+    one_hot = mx.nd.one_hot(labels, num_classes)
+    return logits * (1 - one_hot) + one_hot * mx.nd.expand_dims(values, axis=1)
 
 
 class _RowNormalize(mx.operator.CustomOp):
@@ -239,13 +261,21 @@ class _RowNormalizeProp(mx.operator.CustomOpProp):
 
 
 class _SetTargets(mx.operator.CustomOp):
+    def __init__(self, allow_missing=False):
+        super().__init__()
+        self.allow_missing = allow_missing
+
     def forward(self, is_train, req, in_data, out_data, aux):
         logits, labels, values = in_data
         out = out_data[0]
-        cols = _columns(labels, logits.shape[1])
+        cols = _columns(labels, logits.shape[1], self.allow_missing)
         if _fast(logits, values, out):
             with _LOCK:
                 _set_targets(_view(logits), cols, _view(values), _view(out))
+            return
+        if self.allow_missing:
+            _assign(self, out, req[0], _blend_targets(_legacy(logits), _legacy(labels),
+                                                      _legacy(values), logits.shape[1]))
             return
         _assign(self, out, req[0], index_copy_targets(
             mx.nd, _numpy_mode(logits), _numpy_mode(labels), _numpy_mode(values),
@@ -254,7 +284,7 @@ class _SetTargets(mx.operator.CustomOp):
     def backward(self, req, out_grad, in_data, out_data, in_grad, aux):
         g = out_grad[0]
         logits, labels, values = in_data
-        cols = _columns(labels, g.shape[1])
+        cols = _columns(labels, g.shape[1], self.allow_missing)
         if req[1] != "null":  # labels are not differentiable
             _assign(self, in_grad[1], req[1], mx.nd.zeros(labels.shape, ctx=labels.context))
         want_logits, want_values = req[0] != "null", req[2] != "null"
@@ -269,16 +299,21 @@ class _SetTargets(mx.operator.CustomOp):
                                       want_values)
             return
         lg, index = _legacy(g), mx.nd.array(cols, ctx=g.context)
+        # one_hot of -1 is an all-zero row: a row without target passes g unchanged
+        one_hot = mx.nd.one_hot(index, g.shape[1])
         if want_values:
-            _assign(self, in_grad[2], req[2], mx.nd.pick(lg, index, axis=1))
+            picked = mx.nd.pick(lg, index, axis=1)  # -1 picks column 0: masked out below
+            _assign(self, in_grad[2], req[2], picked * (index >= 0) if self.allow_missing
+                    else picked)
         if want_logits:
-            _assign(self, in_grad[0], req[0], lg * (1 - mx.nd.one_hot(index, g.shape[1])))
+            _assign(self, in_grad[0], req[0], lg * (1 - one_hot))
 
 
 @mx.operator.register("gf_set_targets")
 class _SetTargetsProp(mx.operator.CustomOpProp):
-    def __init__(self):
+    def __init__(self, allow_missing="0"):
         super().__init__(need_top_grad=True)
+        self.allow_missing = allow_missing in ("1", "True", "true")
 
     def list_arguments(self):
         return ["logits", "labels", "values"]
@@ -293,7 +328,7 @@ class _SetTargetsProp(mx.operator.CustomOpProp):
         return [out_grad[0], in_data[1]]
 
     def create_operator(self, ctx, shapes, dtypes):
-        return _SetTargets()
+        return _SetTargets(self.allow_missing)
 
 
 def row_normalize(F, w, eps):
@@ -302,8 +337,11 @@ def row_normalize(F, w, eps):
     return out.as_np_ndarray()
 
 
-def set_targets(F, logits, labels, values):
-    """``logits`` (B, C) with ``logits[i, labels[i]] = values[i]`` (``gf_set_targets``)."""
+def set_targets(F, logits, labels, values, allow_missing=False):
+    """``logits`` (B, C) with ``logits[i, labels[i]] = values[i]`` (``gf_set_targets``).
+
+    With ``allow_missing`` a label of -1 leaves its row as it is (no target).
+    """
     out = F.Custom(_legacy(logits), _legacy(labels), _legacy(values),
-                   op_type="gf_set_targets")
+                   op_type="gf_set_targets", allow_missing="1" if allow_missing else "0")
     return out.as_np_ndarray()

@@ -242,13 +242,22 @@ class Margin:
 
         ``labels`` (float32) holds each sample's column in ``cos``, or -1 when
         its class is not among the n columns (no target logit in that row).
-        ``num_classes`` is n (symbols have no shape).  The target logits are
-        blended in with a one-hot mask, which handles the -1 labels; a head that
-        holds all classes can write them in place instead (see
-        :class:`~gluon_face.heads.ArcMarginBlock`).
+        ``num_classes`` is n (symbols have no shape).  With numba (the ``cpu``
+        extra) the B target logits are written by the kernel
+        :func:`gluon_face.heads._kernels.set_targets` (one pass over the (B, n)
+        logits forward and one backward, -1 rows left as they are), the one
+        :class:`~gluon_face.heads.ArcMarginBlock` uses; without it they are
+        blended in with a one-hot mask.  Both give the same numbers: every
+        entry is one float32 product with ``s``.
         """
+        from . import _kernels
+
         if self.margin_free:
             return cos * self._s
+        if _kernels.AVAILABLE:
+            target = self.target_logit(F, F.npx.pick(cos, labels, axis=1))
+            return _kernels.set_targets(F, cos * self._s, labels, target * self._s,
+                                        allow_missing=True)
         one_hot = F.npx.one_hot(labels, num_classes)
         # A label of -1 picks column 0; its target is masked out by the zero one-hot row.
         target = self.target_logit(F, F.npx.pick(cos, labels, axis=1))

@@ -3,7 +3,7 @@ import mxnet as mx
 from mxnet.gluon import nn
 from mxnet.util import use_np
 
-from ._utils import check_bool, check_positive_int, check_real, l2_normalize
+from ._utils import check_bool, check_positive_int, check_real, l2_normalize, normalize_centres
 
 
 @use_np
@@ -143,6 +143,6 @@ class NormFace(nn.HybridBlock):
         return super().forward(x)
 
     def hybrid_forward(self, F, x, fc7_weight, scale=None):
-        cos = F.npx.fully_connected(l2_normalize(F, x), l2_normalize(F, fc7_weight),
+        cos = F.npx.fully_connected(l2_normalize(F, x), normalize_centres(F, fc7_weight),
                                     no_bias=True, num_hidden=self.num_classes)
         return cos * (self.margin_s if scale is None else scale)

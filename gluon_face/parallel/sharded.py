@@ -10,7 +10,8 @@ from mxnet.util import use_np
 from .._io import atomic_path
 from .._mxnet import error_message
 from ..graph import mxnet_compat
-from ..heads._utils import check_positive_int, check_real, l2_normalize
+from ..heads import _kernels
+from ..heads._utils import check_positive_int, check_real, l2_normalize, normalize_centres
 from ..heads.margins import Margin, preset_kwargs
 
 #: Parameter-file key of the class centres, the same as :class:`ArcMarginBlock`'s.
@@ -318,7 +319,7 @@ class ShardedMarginHead:
         the class is not among ``w``'s rows (no target logit in that row).
         """
         F = mx.nd
-        cos = npx.fully_connected(l2_normalize(F, x), l2_normalize(F, w), no_bias=True,
+        cos = npx.fully_connected(l2_normalize(F, x), normalize_centres(F, w), no_bias=True,
                                   num_hidden=w.shape[0])
         return self.margin.logits(F, cos, y, w.shape[0])
 
@@ -447,7 +448,11 @@ class ShardedMarginHead:
         head_grads = []
         for z, e, y, shard in zip(zs, exps, ys, self.shards):
             g = e / np.expand_dims(gsum.as_in_ctx(shard.ctx), axis=1)
-            g = g - (1.0 - self.ls_eps) * npx.one_hot(y, z.shape[1])
+            if _kernels.AVAILABLE:  # -(1 - ls) at each sample's own class, in one pass
+                picked = npx.pick(g, y, axis=1) - (1.0 - self.ls_eps)
+                g = _kernels.set_targets(mx.nd, g, y, picked, allow_missing=True)
+            else:
+                g = g - (1.0 - self.ls_eps) * npx.one_hot(y, z.shape[1])
             if self.ls_eps > 0.0:
                 g = g - self.ls_eps / num_logits
             head_grads.append(g)

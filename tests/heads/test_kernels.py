@@ -116,6 +116,43 @@ def test_set_targets_matches_naive(ctx, path, hybridize):
 
 
 @pytest.mark.parametrize("path", PATHS, indirect=True)
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+def test_set_targets_with_missing_labels_matches_naive(ctx, path, hybridize):
+    """allow_missing (the sharded heads): a label of -1 leaves its row, gradient and all."""
+    rng = onp.random.RandomState(3)
+    logits = rng.normal(size=(5, 9)).astype("float32")
+    labels = onp.array([-1, 8, 0, -1, 4], dtype="float32")
+    values = rng.normal(size=5).astype("float32")
+    g = rng.normal(size=logits.shape).astype("float32")
+
+    def fn(F, a, b, c):
+        return _kernels.set_targets(F, a, b, c, allow_missing=True)
+
+    out, (dlogits, _, dvalues) = _run(fn, [logits, labels, values], g, ctx, hybridize)
+    want = logits.astype(onp.float64).copy()
+    want_g, want_dv = g.astype(onp.float64).copy(), onp.zeros(5)
+    for i, (y, v) in enumerate(zip(labels.astype(int), values)):
+        if y >= 0:
+            want[i, y], want_g[i, y], want_dv[i] = v, 0.0, g[i, y]
+    onp.testing.assert_allclose(out, want, rtol=0, atol=0)
+    onp.testing.assert_allclose(dlogits, want_g, rtol=0, atol=0)
+    onp.testing.assert_allclose(dvalues, want_dv, rtol=0, atol=0)
+    _, (dl2, _, dv2) = _run(fn, [logits, labels, values], g, ctx, hybridize, grad_req="add",
+                            repeat=2)
+    onp.testing.assert_allclose(dl2, 2 * want_g, rtol=1e-6)
+    onp.testing.assert_allclose(dv2, 2 * want_dv, rtol=1e-6)
+
+
+@pytest.mark.parametrize("path", PATHS, indirect=True)
+def test_set_targets_allow_missing_still_rejects_other_labels(ctx, path, capsys):
+    logits = np.zeros((2, 4), ctx=ctx)
+    with pytest.raises(mx.base.MXNetError):
+        _kernels.set_targets(mx.nd, logits, np.array([-2, 0], dtype="float32", ctx=ctx),
+                             np.zeros((2,), ctx=ctx), allow_missing=True).asnumpy()
+    assert "labels must be in [0, 4) or -1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", PATHS, indirect=True)
 def test_set_targets_rejects_labels_outside_the_classes(ctx, path, capsys):
     """No write outside the row: an error (MXNet prints the operator's message itself)."""
     logits = np.zeros((2, 4), ctx=ctx)

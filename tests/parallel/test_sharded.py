@@ -253,3 +253,46 @@ def test_softmax_preset_is_deprecated_cosine():
         old = ShardedMarginHead.from_preset("softmax", 8, 10, CPUS[:2])
     assert rec[0].filename == __file__
     assert old.margin == ShardedMarginHead.from_preset("cosine", 8, 10, CPUS[:2]).margin
+
+
+@pytest.mark.parametrize("cls", [ShardedMarginHead, PartialFC])
+def test_uses_the_head_kernels_and_equals_the_fallback(ref, rng, monkeypatch, cls):
+    """The sharded and Partial FC heads normalise and write targets with ArcMarginBlock's
+    numba kernels (no L2Normalization of the centres, no one-hot masks), and give the
+    numbers of the MXNet-operator fallback."""
+    from gluon_face.heads import _kernels
+
+    if not _kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    emb, classes, batch = 16, 40, 12
+    extra = {"sample_rate": 0.5, "seed": 3} if cls is PartialFC else {}
+    results, calls = [], []
+    for kernels in (True, False):
+        monkeypatch.setattr(_kernels, "AVAILABLE", kernels)
+        for name in ("_normalize_rows", "_normalize_rows_backward", "_set_targets",
+                     "_set_targets_backward"):
+            real = getattr(_kernels, name)
+            monkeypatch.setattr(_kernels, name,
+                                lambda *a, _real=real, _name=name: (calls.append(_name),
+                                                                   _real(*a))[1])
+        head = cls.from_preset("arcface", emb, classes, CPUS[:2], **extra)
+        head.initialize(init=mx.init.Normal(1.0))
+        x, y = ref.hard_batch(onp.random.RandomState(5).normal(size=(classes, emb))
+                              .astype("float32"), batch, onp.random.RandomState(6))
+        head.set_weight(onp.random.RandomState(5).normal(size=(classes, emb))
+                        .astype("float32"))
+        losses, grads = head.forward_backward(np.array(x), np.array(y))
+        results.append((losses[0].asnumpy(), grads[0].asnumpy(), head.weight_grad()))
+        if kernels:
+            # forward and backward of both kernels on each of the 2 shards; one more
+            # set_targets per shard for the cross-entropy gradient
+            assert sorted(set(calls)) == ["_normalize_rows", "_normalize_rows_backward",
+                                          "_set_targets", "_set_targets_backward"], calls
+            assert calls.count("_normalize_rows") == 2 and calls.count("_set_targets") == 4
+        else:
+            assert not calls, calls
+        calls.clear()
+    (l1, g1, w1), (l2, g2, w2) = results
+    _close(l1, l2, rtol=1e-5, what="loss")
+    _close(g1, g2, rtol=1e-4, what="embedding gradient")
+    _close(w1, w2, rtol=1e-4, what="centre gradient")
