@@ -406,10 +406,12 @@ def run_evaluation(trainer):
 def _embedder(trainer):
     """The block verification embeds with, and the devices it runs on.
 
-    On one CPU context of a hybridized run: a fused inference copy of the
+    On CPU contexts of a hybridized run: a fused inference copy of the
     backbone (BatchNorm folded, oneDNN fusion; the same embeddings to float32
-    rounding, made afresh each round from the current weights).  Otherwise the
-    backbone itself on every context.
+    rounding, made afresh each round from the current weights) on the first
+    context only: CPU contexts share the same cores, and one fused graph is
+    several times faster than the plain backbone on each.  Otherwise (GPUs,
+    or a run that is not hybridized) the backbone itself on every context.
     """
     from mxnet import np
 
@@ -417,10 +419,10 @@ def _embedder(trainer):
 
     cfg = trainer.config
     ctx = trainer.ctx
-    if not (cfg.hybridize and len(ctx) == 1 and ctx[0].device_type == "cpu"):
+    if not (cfg.hybridize and all(c.device_type == "cpu" for c in ctx)):
         return trainer.backbone, ctx
     example = np.zeros((cfg.eval_batch_size, 3) + tuple(trainer.image_size), ctx=ctx[0])
-    return prepare_embedder(trainer.backbone, example, mode="fused"), ctx
+    return prepare_embedder(trainer.backbone, example, mode="fused"), ctx[:1]
 
 
 def _evaluate_identification(trainer, embedder, ctx_list, cache):

@@ -219,3 +219,36 @@ def test_on_train_end_runs_when_the_run_diverges(make_config, tmp_path):
 def test_callbacks_must_be_callback_instances(make_config):
     with pytest.raises(TypeError, match="Callback instances, got function"):
         FaceTrainer(make_config(), callbacks=[lambda trainer: None])
+
+
+@pytest.mark.parametrize("contexts,hybridize,fused", [
+    (1, True, True), (2, True, True), (2, False, False)])
+def test_verification_embeds_through_the_fused_graph_on_cpu_contexts(contexts, hybridize,
+                                                                     fused):
+    """Hybridized CPU runs verify through one fused inference copy (on the first context);
+    its embeddings are the backbone's to float32 rounding."""
+    from types import SimpleNamespace
+
+    import mxnet as mx
+    import numpy as onp
+    from mxnet import np
+
+    from gluon_face.model_zoo import get_model
+    from gluon_face.training.callbacks import _embedder
+
+    ctx = [mx.cpu(i) for i in range(contexts)]
+    net = get_model("faceresnet10-demo", emb_size=16, image_size=32)
+    net.initialize(mx.init.Xavier(), ctx=ctx)
+    if hybridize:
+        net.hybridize()
+    trainer = SimpleNamespace(config=SimpleNamespace(hybridize=hybridize, eval_batch_size=4),
+                              ctx=ctx, backbone=net, image_size=(32, 32))
+    embedder, used = _embedder(trainer)
+    assert (embedder is not net) == fused
+    assert used == (ctx[:1] if fused else ctx)
+    x = np.array(onp.random.RandomState(0).uniform(-1, 1, (4, 3, 32, 32)).astype("float32"))
+    with mx.autograd.predict_mode():
+        got = embedder(x).asnumpy()
+        net.hybridize(active=False)
+        want = net(x).asnumpy()
+    onp.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * onp.abs(want).max())
