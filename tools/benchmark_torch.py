@@ -48,9 +48,12 @@ The head (``--head-classes``, B=128, E=512) is written the insightface way:
 normalise embeddings and centres, one product, the additive angular margin
 on the B target cosines only (cos(t+m) = cos t cos m - sin t sin m, with its
 fallback past pi - m), scale 64, cross-entropy; forward + backward, timed in
-``eager`` and, with ``compile`` among the modes, compiled.  ``logits`` is the
-same head without the cross-entropy, backward of the logits with a ones
-gradient: the protocol of gluon_face.benchmarks.heads.measure_fused_head.
+``eager`` and, with ``compile`` among the modes, compiled.  ``logits`` (and
+``compile-logits``) is the same head without the cross-entropy, backward
+from a ones gradient of the logits made once before the timed steps: the
+protocol of the ``fused`` and ``plain`` rows of
+gluon_face.benchmarks.heads.measure_fused_head (its ``fused+ce`` row is the
+protocol of ``eager`` and ``compile``).
 
 ``--serve`` is the lock-step mode tools/benchmark.py drives: after set-up
 and warm-up it prints ``@@bench ready``, then runs one repeat per ``step``
@@ -336,27 +339,29 @@ class HeadJob:
         self.args, self.kind = args, "head"
         gen = torch.Generator().manual_seed(2)
         self.steps, self.times, self.rss, self.added = {}, {}, {}, {}
-        modes = ["eager", "logits"] + (["compile"] if any(
+        modes = ["eager", "logits"] + (["compile", "compile-logits"] if any(
             m.startswith("compile") for m in args.modes) else [])
         b, e = args.head_batch, args.emb_size
         for classes in args.head_classes:
             x = torch.randn(b, e, generator=gen).requires_grad_()
             y = torch.randint(0, classes, (b,), generator=gen)
+            grad = torch.ones(b, classes)  # the logits' gradient, made once (as ours)
             torch.manual_seed(classes)
             for mode in modes:
                 before = peak_rss_bytes() / MIB
                 head = ArcFace(e, classes)
-                fn = torch.compile(head) if mode == "compile" else head
+                fn = torch.compile(head) if mode.startswith("compile") else head
 
-                def run(fn=fn, head=head, x=x, y=y, ce=mode != "logits"):
+                def run(fn=fn, head=head, x=x, y=y, ce=not mode.endswith("logits"),
+                        grad=grad):
                     head.weight.grad = x.grad = None
                     out = fn(x, y)
                     if ce:
                         torch.nn.functional.cross_entropy(out, y).backward()
                     else:
-                        out.backward(torch.ones_like(out))
+                        out.backward(grad)
                 key = (classes, mode)
-                for i in range(max(args.warmup, 1) + (mode == "compile")):
+                for i in range(max(args.warmup, 1) + mode.startswith("compile")):
                     t = timed(run)
                     if i == 0:
                         _log(f"head C={classes} {mode}: first step {t:.2f} s")
@@ -385,7 +390,7 @@ class HeadJob:
             rows.append({
                 "framework": "torch", "workload": "head", "num_classes": classes,
                 "emb_size": e, "batch_size": b, "mode": mode,
-                "cross_entropy": mode != "logits", "step_s": s["step_s"],
+                "cross_entropy": not mode.endswith("logits"), "step_s": s["step_s"],
                 "step_s_min": s["step_s_min"], "step_s_max": s["step_s_max"],
                 "repeats": s["repeats"], "gflops": flop / s["step_s"] / 1e9,
                 "peak_rss_mib": self.rss[(classes, mode)],

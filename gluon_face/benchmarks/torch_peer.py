@@ -129,7 +129,9 @@ def add_torch_ratios(rows, torch_rows):
     Backbone rows: ``vs_torch`` is our images/s over torch's fp32 ``eager``
     variant of the same network and task, ``vs_torch_best`` over its fastest
     variant (``torch_best_mode``).  Head rows: torch's step time over ours, at
-    the same class count, among torch's variants with the cross-entropy.
+    the same class count, among torch's variants of the same protocol: with
+    the cross-entropy for our ``fused+ce`` row, backward from a given logits
+    gradient (``logits``, ``compile-logits``) for the others.
     ``vs_torch_peak`` / ``vs_torch_best_peak`` are the same ratios from each
     side's fastest repeat (on a shared machine the closest to the unloaded speed).
     """
@@ -137,7 +139,7 @@ def add_torch_ratios(rows, torch_rows):
         if r.get("workload") == "head":
             peers = [t for t in torch_rows
                      if t.get("workload") == "head" and t["num_classes"] == r["num_classes"]
-                     and t.get("cross_entropy", True)]
+                     and t.get("cross_entropy", True) == r.get("cross_entropy", False)]
             speed = {t["mode"]: 1.0 / t["step_s"] for t in peers}
             peak = {t["mode"]: 1.0 / t["step_s_min"] for t in peers}
             ours, ours_peak = 1.0 / r["step_s"], 1.0 / r["step_s_min"]
@@ -151,10 +153,11 @@ def add_torch_ratios(rows, torch_rows):
         if not speed:
             continue
         best = max(speed, key=speed.get)
-        r["vs_torch"] = ours / speed["eager"] if "eager" in speed else None
+        eager = "eager" if "eager" in speed else "logits"  # the eager variant of the protocol
+        r["vs_torch"] = ours / speed[eager] if eager in speed else None
         r["vs_torch_best"], r["torch_best_mode"] = ours / speed[best], best
         # the same from each side's fastest repeat: other load only slows a step down
         best = max(peak, key=peak.get)
-        r["vs_torch_peak"] = ours_peak / peak["eager"] if "eager" in peak else None
+        r["vs_torch_peak"] = ours_peak / peak[eager] if eager in peak else None
         r["vs_torch_best_peak"], r["torch_best_peak_mode"] = ours_peak / peak[best], best
     return rows
