@@ -40,7 +40,7 @@ def test_quick_run_writes_positive_numbers(quick):
         assert r["network"] == "faceresnet18" and r["repeats"] == 2
         # images/s and step time describe the same measurement
         assert r["images_s"] == pytest.approx(r["batch_size"] / r["step_s"])
-    assert {r["mode"] for r in head} == {"fused", "plain"}
+    assert {r["mode"] for r in head} == {"fused", "plain", "fused+ce"}
     for r in head:
         for key in ("step_s", "step_s_min", "step_s_max", "gflops", "roof_fraction",
                     "speedup", "peak_rss_mib"):

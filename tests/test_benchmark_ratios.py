@@ -1,4 +1,4 @@
-"""Ratios against the PyTorch peer: each of our rows against the peer's rows of the same protocol."""
+"""Ratios against the PyTorch peer: each row against the peer's rows of the same protocol."""
 from gluon_face.benchmarks.torch_peer import add_torch_ratios
 
 

@@ -352,8 +352,9 @@ class HeadJob:
                 head = ArcFace(e, classes)
                 fn = torch.compile(head) if mode.startswith("compile") else head
 
-                def run(fn=fn, head=head, x=x, y=y, ce=not mode.endswith("logits"),
-                        grad=grad):
+                ce = not mode.endswith("logits")
+
+                def run(fn=fn, head=head, x=x, y=y, ce=ce, grad=grad):
                     head.weight.grad = x.grad = None
                     out = fn(x, y)
                     if ce:

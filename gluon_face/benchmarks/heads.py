@@ -192,12 +192,12 @@ def measure_fused_head(classes_list=(10000, 100000), emb_size=512, batch_size=12
             head.initialize(ctx=ctx)
             head.hybridize(static_alloc=True, static_shape=True)
 
-        def step(head, x=x, y=y):
+        def step(head, x=x, y=y, grad=grad, ce_head=heads["fused+ce"], loss_fn=loss_fn):
             with autograd.record():
                 out = head(x, y)
-                if head is heads["fused+ce"]:
+                if head is ce_head:
                     out = loss_fn(out, y)
-            out.backward(None if head is heads["fused+ce"] else grad)
+            out.backward(None if head is ce_head else grad)
 
         times, rss, added = {k: [] for k in heads}, {}, {}
         for key, head in heads.items():

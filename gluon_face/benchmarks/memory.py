@@ -6,7 +6,7 @@ this file by its path, so the PyTorch peer's memory is read the same way as ours
 import resource
 import sys
 
-__all__ = ["MIB", "GIB", "peak_rss_bytes", "rss_bytes"]
+__all__ = ["MIB", "GIB", "peak_rss_bytes", "rss_bytes", "available_bytes"]
 
 MIB = float(1 << 20)
 GIB = float(1 << 30)
@@ -41,3 +41,18 @@ def rss_bytes(pid="self"):
     """Current resident set size of process ``pid`` (default: this one) in bytes; 0 if unknown."""
     kib = _status_kib("VmRSS", pid)
     return 0 if kib is None else kib * 1024
+
+
+def available_bytes(meminfo="/proc/meminfo"):
+    """``MemAvailable`` of ``meminfo`` in bytes: what new processes can take without swapping.
+
+    None where it is unknown (no ``/proc``, or a kernel older than 3.14).
+    """
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

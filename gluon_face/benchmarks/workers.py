@@ -11,11 +11,19 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from .memory import GIB, rss_bytes
 
-__all__ = ["worker_env", "run_worker"]
+__all__ = ["worker_env", "run_worker", "out_of_memory"]
+
+#: Signs of a worker that ran out of memory in its captured stderr (lower case):
+#: MXNet's failed allocations, C++'s ``std::bad_alloc``, Python's ``MemoryError``.
+OOM_SIGNS = ("bad_alloc", "out of memory", "memoryerror", "cannot allocate memory",
+             "failed to allocate")
+#: Characters of a captured stderr kept in the result (its end).
+STDERR_TAIL = 4000
 
 
 def worker_env():
@@ -48,7 +56,8 @@ def run_worker(module, argv, max_rss_gib=None, timeout=None, capture_stderr=Fals
     capture_stderr : bool
         Keep the worker's stderr for the failure message; by default it goes
         to this process's stderr (the worker's progress lines).  Its stdout is
-        dropped.
+        dropped.  A captured stderr is read while the worker runs, so a
+        talkative worker cannot fill the pipe and stall.
 
     Returns
     -------
@@ -56,7 +65,8 @@ def run_worker(module, argv, max_rss_gib=None, timeout=None, capture_stderr=Fals
         ``result`` (the JSON; None when the worker failed or was stopped),
         ``status`` ('ok', 'stopped: ...' or 'failed (exit N): <last stderr
         line>'), ``returncode``, ``rss_seen_gib`` (largest resident set seen
-        while watching; 0 when not watched) and ``wall_s``.
+        while watching; 0 when not watched), ``wall_s`` and ``stderr`` (the end
+        of the captured stderr; '' when not captured).
     """
     watch = max_rss_gib is not None or timeout is not None
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,6 +76,11 @@ def run_worker(module, argv, max_rss_gib=None, timeout=None, capture_stderr=Fals
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE if capture_stderr else None,
                                 text=True, env=worker_env())
+        chunks = []
+        reader = None
+        if capture_stderr:  # drained by a thread: a full pipe would block the worker
+            reader = threading.Thread(target=lambda: chunks.extend(proc.stderr), daemon=True)
+            reader.start()
         status, seen = None, 0.0
         while watch and proc.poll() is None:
             seen = max(seen, rss_bytes(proc.pid) / GIB)
@@ -77,7 +92,11 @@ def run_worker(module, argv, max_rss_gib=None, timeout=None, capture_stderr=Fals
                 proc.kill()
                 break
             time.sleep(poll_s)
-        err = proc.communicate()[1]  # waits; None unless captured
+        proc.wait()
+        if reader is not None:
+            reader.join()
+            proc.stderr.close()
+        err = "".join(chunks)
         result = None
         if status is None and proc.returncode == 0 and os.path.exists(out):
             with open(out) as f:
@@ -87,4 +106,24 @@ def run_worker(module, argv, max_rss_gib=None, timeout=None, capture_stderr=Fals
             last = [ln for ln in (err or "").strip().splitlines() if ln.strip()]
             status = f"failed (exit {proc.returncode}): " + (last[-1] if last else "no message")
         return {"result": result, "status": status, "returncode": proc.returncode,
-                "rss_seen_gib": seen, "wall_s": time.time() - start}
+                "rss_seen_gib": seen, "wall_s": time.time() - start,
+                "stderr": err[-STDERR_TAIL:]}
+
+
+def out_of_memory(run):
+    """Whether the worker of ``run`` (a :func:`run_worker` result) failed for lack of memory.
+
+    True when the watch stopped it past ``max_rss_gib``, when it was killed
+    by SIGKILL without being stopped (the kernel's OOM killer), or when its
+    captured stderr shows a failed allocation (:data:`OOM_SIGNS`; an
+    allocation failing in one of MXNet's engine threads aborts the process
+    with ``std::bad_alloc``).
+    """
+    if run["status"].startswith("stopped"):  # by our watch: past max_rss_gib, or the timeout
+        return run["status"].startswith("stopped: RSS")
+    if run["result"] is not None:
+        return False
+    if run["returncode"] == -9:
+        return True
+    text = (run.get("stderr") or "").lower()
+    return any(sign in text for sign in OOM_SIGNS)
