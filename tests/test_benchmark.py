@@ -84,10 +84,11 @@ def test_bad_arguments_fail_with_one_line(argv, capsys):
     assert err and "Traceback" not in "\n".join(err)
 
 
-@pytest.mark.parametrize("name", ["timing", "memory", "text"])
+@pytest.mark.parametrize("name", ["timing", "memory", "text", "capacity"])
 def test_shared_modules_need_only_the_standard_library(name):
-    # tools/benchmark_torch.py loads these by path in a venv without numpy, MXNet or
-    # gluon_face: -I -S leaves only the standard library importable.
+    # tools/benchmark_torch.py loads the first three by path in a venv without numpy,
+    # MXNet or gluon_face, and the batch search is pure: -I -S leaves only the
+    # standard library importable.
     path = ROOT / "gluon_face" / "benchmarks" / f"{name}.py"
     code = ("import importlib.util, sys; "
             f"spec = importlib.util.spec_from_file_location('m', {str(path)!r}); "

@@ -6,9 +6,6 @@ workers (faceresnet18 at 32 px) that each row comes from a process of its own.
 """
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -251,16 +248,3 @@ def test_each_memory_row_comes_from_a_process_of_its_own(tmp_path, capsys):
     speed_table = text.split("GEMM roof")[0]
     assert "MiB" not in speed_table
     assert "peak RSS MiB" in text and "added MiB" in text
-
-
-def test_the_search_needs_only_the_standard_library():
-    # as timing/memory/text (tests/test_benchmark.py): -I -S leaves only the standard library
-    path = Path(__file__).resolve().parents[1] / "gluon_face" / "benchmarks" / "capacity.py"
-    code = ("import importlib.util, sys; "
-            f"spec = importlib.util.spec_from_file_location('m', {str(path)!r}); "
-            "spec.loader.exec_module(importlib.util.module_from_spec(spec)); "
-            "print(sorted({'numpy', 'mxnet', 'gluon_face'} & set(sys.modules)))")
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
