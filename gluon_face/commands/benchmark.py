@@ -26,8 +26,8 @@ with AVX-512 BF16.  Each network, and the head, runs in its own process.
 Memory is measured apart, one process per row.  A process's peak resident set
 only grows and MXNet keeps a memory pool per graph, so in the timing process,
 where every variant was set up one after another, a variant's memory depends
-on what ran before it (there the split-PReLU training graph of FaceResNet-50
-seemed to add 3.4 GiB; alone it peaks 0.3 GiB above the plain graph).  Each
+on what ran before it (a graph set up after another can seem to add gigabytes
+that it does not use alone, or nothing at all when it reuses a freed pool).  Each
 row of the memory table is a fresh worker that reads its resident set, sets up
 only that (network, task, variant, batch size), runs 1 warm-up and 2 steps and
 reports its peak (``VmHWM``): ``peak RSS`` is the whole process, ``added`` the
