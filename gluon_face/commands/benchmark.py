@@ -55,7 +55,9 @@ and the head's process, a torch process sets up and warms up its variants
 first, then the two alternate repeat by repeat (ours, then torch), so both
 see the same machine load.  ``vs torch`` is ours / torch fp32 eager and
 ``vs best`` ours / the fastest torch variant of the same task (for the head:
-torch's step time / ours, cross-entropy variants); above 1, ours is faster.
+torch's step time / ours, among the variants of the same protocol: with the
+cross-entropy for ``fused+ce``, from a given logits gradient for the others);
+above 1, ours is faster.
 The torch variants get a table of their own, and the parameter counts of
 both are printed side by side.
 

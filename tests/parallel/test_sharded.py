@@ -266,21 +266,20 @@ def test_uses_the_head_kernels_and_equals_the_fallback(ref, rng, monkeypatch, cl
         pytest.skip("numba is not installed")
     emb, classes, batch = 16, 40, 12
     extra = {"sample_rate": 0.5, "seed": 3} if cls is PartialFC else {}
+    weight = onp.random.RandomState(5).normal(size=(classes, emb)).astype("float32")
+    x, y = ref.hard_batch(weight, batch, onp.random.RandomState(6))
     results, calls = [], []
+    for name in ("_normalize_rows", "_normalize_rows_backward", "_set_targets",
+                 "_set_targets_backward"):
+        real = getattr(_kernels, name)
+        monkeypatch.setattr(_kernels, name,
+                            lambda *a, _real=real, _name=name: (calls.append(_name),
+                                                               _real(*a))[1])
     for kernels in (True, False):
         monkeypatch.setattr(_kernels, "AVAILABLE", kernels)
-        for name in ("_normalize_rows", "_normalize_rows_backward", "_set_targets",
-                     "_set_targets_backward"):
-            real = getattr(_kernels, name)
-            monkeypatch.setattr(_kernels, name,
-                                lambda *a, _real=real, _name=name: (calls.append(_name),
-                                                                   _real(*a))[1])
         head = cls.from_preset("arcface", emb, classes, CPUS[:2], **extra)
-        head.initialize(init=mx.init.Normal(1.0))
-        x, y = ref.hard_batch(onp.random.RandomState(5).normal(size=(classes, emb))
-                              .astype("float32"), batch, onp.random.RandomState(6))
-        head.set_weight(onp.random.RandomState(5).normal(size=(classes, emb))
-                        .astype("float32"))
+        head.initialize()
+        head.set_weight(weight)
         losses, grads = head.forward_backward(np.array(x), np.array(y))
         results.append((losses[0].asnumpy(), grads[0].asnumpy(), head.weight_grad()))
         if kernels:
