@@ -325,7 +325,12 @@ class _SetTargetsProp(mx.operator.CustomOpProp):
         return in_shape, [in_shape[0]], []
 
     def declare_backward_dependency(self, out_grad, in_data, out_data):
-        return [out_grad[0], in_data[1]]
+        # The logits are not needed, but declared: MXNet 1.9.1 keeps the last created custom
+        # operator's dependency indices in one registry-wide set and uses it for every
+        # custom operator's backward; an input left out (an empty array) that gf_row_normalize's
+        # set names then fails the backward ("stype = -1"). Both operators declare indices
+        # 0, 1, 2, so whichever set is in force is right.
+        return [out_grad[0], in_data[0], in_data[1]]
 
     def create_operator(self, ctx, shapes, dtypes):
         return _SetTargets(self.allow_missing)
