@@ -40,8 +40,9 @@ def test_quick_run_writes_positive_numbers(quick):
         assert r["network"] == "faceresnet18" and r["repeats"] == 2
         # images/s and step time describe the same measurement
         assert r["images_s"] == pytest.approx(r["batch_size"] / r["step_s"])
-    assert {r["mode"] for r in head} == {"fused", "plain", "fused+ce"}
+    assert {r["mode"] for r in head} == {"fused", "plain", "fused+ce", "products"}
     for r in head:
+        assert r["floor"] == (r["mode"] == "products")
         for key in ("step_s", "step_s_min", "step_s_max", "gflops", "roof_fraction",
                     "speedup", "peak_rss_mib"):
             assert r[key] > 0, (key, r)
@@ -55,6 +56,21 @@ def test_quick_table_is_printed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "arcface head C=500" in out and "GEMM roof" in out
+    assert "head C=500: GEMM bound" in out and "products alone" in out
+
+
+def test_head_bounds_line():
+    head = dict(workload="head", batch_size=128, num_classes=100000, emb_size=512)
+    rows = [dict(head, mode="fused", step_s=0.3, floor=False),
+            dict(head, mode="products", step_s=0.15, floor=True),
+            dict(workload="head", batch_size=128, num_classes=10, emb_size=512,
+                 mode="fused", step_s=1.0, floor=False)]
+    # 6 * 128 * 100000 * 512 FLOP = 39.3 GFLOP at 393.216 GFLOP/s: a 0.1 s bound
+    text = benchmark.describe_head_bounds(rows, 393.216)
+    assert text == ("head C=100000: GEMM bound 0.100 s (its FLOP at the float32 roof); "
+                    "products alone (fully_connected fwd+bwd) 0.150 s = 1.50x the bound; "
+                    "fused 0.300 s = 3.00x the bound, 2.00x the products")
+    assert benchmark.describe_head_bounds(rows[:1], 393.216) == ""
 
 
 def test_flops_per_image_from_the_summary():
@@ -98,3 +114,72 @@ def test_shared_modules_need_only_the_standard_library(name):
                           text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+PROFILER_TABLE = """
+Profile Statistics:
+\tNote the difference in units for different entries.
+Custom Operator
+=================
+Name  Total Count  Time (ms)  Min Time (ms)  Max Time (ms)  Avg Time (ms)
+----  -----------  ---------  -------------  -------------  -------------
+gf_row_normalize::pure_python  2  6.0360  0.7560  5.2800  3.0180
+
+Device Storage
+=================
+Name  Total Count  Min Use  (kB)  Max Use  (kB)  Avg Use  (kB)
+----  -----------  -------------  -------------  -------------
+Memory: cpu/0  40  0.0000  192.0640  96.0320
+
+MXNET_C_API
+=================
+Name  Total Count  Time (ms)  Min Time (ms)  Max Time (ms)  Avg Time (ms)
+----  -----------  ---------  -------------  -------------  -------------
+MXNDArrayWaitAll  2  4152.9531  2049.6721  2103.2810  2076.4766
+
+operator
+=================
+Name  Total Count  Time (ms)  Min Time (ms)  Max Time (ms)  Avg Time (ms)
+----  -----------  ---------  -------------  -------------  -------------
+_backward_Convolution  106  1519.6890  2.1520  63.5840  14.3367
+BatchNorm,Activation  50  22.1470  0.0730  2.7000  0.4429
+"""
+
+
+def test_profiler_table_parsed_by_section():
+    from gluon_face.benchmarks.profile import parse_operator_table
+
+    rows = parse_operator_table(PROFILER_TABLE)
+    # operators and custom operators; not the C API calls, not the memory section
+    assert rows == [
+        {"operator": "gf_row_normalize::pure_python", "calls": 2, "total_ms": 6.036},
+        {"operator": "_backward_Convolution", "calls": 106, "total_ms": 1519.689},
+        {"operator": "BatchNorm,Activation", "calls": 50, "total_ms": 22.147},
+    ]
+
+
+def test_profile_rows_come_from_a_worker(tmp_path, capsys, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)  # the worker's working directory too
+    out = tmp_path / "rows.json"
+    rc = benchmark.main(["--quick", "--profile", "--head-classes", "", "--memory-batches", "",
+                         "--modes", "fused", "--no-embed", "--repeats", "1", "--json",
+                         str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "convolutions ms" in text
+    (row,) = json.loads(out.read_text())["profile"]
+    assert (row["network"], row["task"], row["mode"]) == ("faceresnet18", "train", "fused")
+    assert row["pid"] != os.getpid() and row["steps"] == 1
+    names = {o["operator"] for o in row["operators"]}
+    # bulking off: forward and backward convolutions are timed on their own
+    assert {"Convolution", "_backward_Convolution"} <= names
+    conv = sum(o["ms_per_step"] for o in row["operators"] if o["convolution"])
+    assert row["convolution_ms"] == pytest.approx(conv)
+    assert 0 < row["convolution_ms"] < row["operator_ms"]
+    assert row["operator_ms"] == pytest.approx(sum(o["ms_per_step"] for o in row["operators"]))
+    ms = [o["ms_per_step"] for o in row["operators"]]
+    assert ms == sorted(ms, reverse=True)
+    # MXNet's trace file (profile.json by default) is not left in the working directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.json"]

@@ -14,9 +14,12 @@ def test_head_rows_are_compared_within_their_protocol():
     torch_rows = [_head("eager", 2.0, True, "torch"), _head("compile", 1.0, True, "torch"),
                   _head("logits", 1.6, False, "torch"),
                   _head("compile-logits", 0.8, False, "torch")]
-    ours = [_head("fused", 0.4, False), _head("fused+ce", 0.5, True)]
+    floor = dict(_head("products", 0.2, False), floor=True)
+    ours = [_head("fused", 0.4, False), _head("fused+ce", 0.5, True), floor]
     add_torch_ratios(ours, torch_rows)
-    no_ce, ce = ours
+    no_ce, ce, floor = ours
+    # the products alone are no head: no ratio against the peer's heads
+    assert "vs_torch_best" not in floor and "vs_torch" not in floor
     # backward from a given gradient: against logits / compile-logits only
     assert no_ce["torch_best_mode"] == "compile-logits"
     assert no_ce["vs_torch_best"] == 0.8 / 0.4 and no_ce["vs_torch"] == 1.6 / 0.4

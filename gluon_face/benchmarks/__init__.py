@@ -9,6 +9,7 @@ The commands ``tools/benchmark.py``, ``tools/benchmark_head.py`` and
   environment without gluon_face.
 * :mod:`.roof`: the float32 GEMM rate measured in the same run.
 * :mod:`.backbones`: FaceResNet training and embedding, every variant interleaved.
+* :mod:`.profile`: one variant's step by operator, the convolutions' share.
 * :mod:`.heads`: the full, sharded and Partial FC heads (:func:`measure_head`),
   the fused ArcFace head against the written-out one (:func:`measure_fused_head`).
 * :mod:`.data`: the decode + augment pipeline, and synthetic record files.
@@ -27,6 +28,7 @@ _HOMES = {
     "GemmRoof": "roof",
     "BACKBONE_MODES": "backbones", "TRAIN_MODES": "backbones",
     "backbone_gflop": "backbones", "measure_backbone": "backbones",
+    "profile_variant": "profile",
     "KINDS": "heads", "measure_head": "heads", "measure_fused_head": "heads",
     "make_synthetic_rec": "data", "benchmark_loader": "data",
     "default_worker_counts": "data",

@@ -150,9 +150,21 @@ class _PlainArcMarginBlock(ArcMarginBlock):
             _margin.l2_normalize, _head_utils.l2_normalize = saved
 
 
+class _ProductsOnly(ArcMarginBlock):
+    """The head's three products alone: ``fully_connected(x, W)`` forward and backward.
+
+    No normalisation, no margin: the time MXNet's own GEMMs (oneDNN's inner
+    product) need for the head's FLOP, a floor for any head written on them.
+    """
+
+    def hybrid_forward(self, F, x, y=None, fc7_weight=None):
+        return F.npx.fully_connected(x, fc7_weight, no_bias=True, num_hidden=self.num_classes)
+
+
 @use_np
 def measure_fused_head(classes_list=(10000, 100000), emb_size=512, batch_size=128, repeats=3,
-                       warmup=1, compare_plain=True, ctx=None, roof=None, progress=None):
+                       warmup=1, compare_plain=True, compare_products=True, ctx=None,
+                       roof=None, progress=None):
     """Seconds per forward + backward of the hybridized ArcFace head.
 
     ``fused`` is :class:`ArcMarginBlock` as shipped (the numba kernels for
@@ -162,14 +174,17 @@ def measure_fused_head(classes_list=(10000, 100000), emb_size=512, batch_size=12
     (allocated once, outside the timed step), so a step is the head's own
     work.  ``fused+ce`` adds :class:`SoftmaxCrossEntropyLoss` on the logits,
     as a training step has it (the protocol of the PyTorch peer's
-    cross-entropy variants).  FLOP per step: ``3 * 2 * B * C * E`` (the
-    forward product and the two backward products).
+    cross-entropy variants).  ``products`` (with ``compare_products``) is the
+    floor: the three products alone, as one ``fully_connected`` forward and
+    backward (no normalisation, no margin), same protocol.  FLOP per step:
+    ``3 * 2 * B * C * E`` (the forward product and the two backward products).
 
     Returns
     -------
     list of dict
         ``workload`` ('head'), ``num_classes``, ``mode``, ``cross_entropy``
-        (whether the step includes it), ``step_s`` (median),
+        (whether the step includes it), ``floor`` (True for ``products``),
+        ``step_s`` (median),
         ``step_s_min``, ``step_s_max``, ``gflops``, ``roof_fraction``,
         ``speedup`` (plain median / this median), ``peak_rss_mib``,
         ``rss_added_mib`` (as in :func:`~gluon_face.benchmarks.backbones.measure_backbone`).
@@ -188,6 +203,8 @@ def measure_fused_head(classes_list=(10000, 100000), emb_size=512, batch_size=12
         if compare_plain:
             heads["plain"] = _PlainArcMarginBlock(emb_size, classes)
         heads["fused+ce"] = ArcMarginBlock(emb_size, classes)
+        if compare_products:
+            heads["products"] = _ProductsOnly(emb_size, classes)
         for head in heads.values():
             head.initialize(ctx=ctx)
             head.hybridize(static_alloc=True, static_shape=True)
@@ -221,11 +238,12 @@ def measure_fused_head(classes_list=(10000, 100000), emb_size=512, batch_size=12
             rows.append({
                 "workload": "head", "num_classes": classes, "emb_size": emb_size,
                 "batch_size": batch_size, "mode": key,
-                "cross_entropy": key == "fused+ce", "step_s": stats["step_s"],
+                "cross_entropy": key == "fused+ce", "floor": key == "products",
+                "step_s": stats["step_s"],
                 "step_s_min": stats["step_s_min"], "step_s_max": stats["step_s_max"],
                 "repeats": stats["repeats"], "gflops": flop / stats["step_s"] / 1e9,
                 "roof_fraction": flop / stats["step_s"] / 1e9 / roof.gflops,
-                "speedup": ref / stats["step_s"] if ref and key != "fused+ce" else 1.0,
+                "speedup": ref / stats["step_s"] if ref and key == "fused" else 1.0,
                 "peak_rss_mib": rss[key], "rss_added_mib": added[key],
             })
         del heads

@@ -134,8 +134,11 @@ def add_torch_ratios(rows, torch_rows):
     gradient (``logits``, ``compile-logits``) for the others.
     ``vs_torch_peak`` / ``vs_torch_best_peak`` are the same ratios from each
     side's fastest repeat (on a shared machine the closest to the unloaded speed).
+    A ``floor`` row (the head's products alone) is no head and gets no ratio.
     """
     for r in rows:
+        if r.get("floor"):
+            continue
         if r.get("workload") == "head":
             peers = [t for t in torch_rows
                      if t.get("workload") == "head" and t["num_classes"] == r["num_classes"]

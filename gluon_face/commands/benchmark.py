@@ -22,6 +22,11 @@ plain head) compares like with like; medians with the min-max over repeats.
 the same run; ``bf16 roof`` the same over the best bfloat16 rate (oneDNN's
 bfloat16 product, AMX where allowed), for the bf16 and int8 rows, on CPUs
 with AVX-512 BF16.  Each network, and the head, runs in its own process.
+The head's ``products`` row times its three products alone (MXNet's own
+``fully_connected`` forward and backward, no normalisation, no margin): what
+any head built on MXNet's GEMMs needs at least.  A line under the table sets
+the shipped head against it and against the GEMM bound (the head's FLOP at the
+float32 roof).
 
 Memory is measured apart, one process per row.  A process's peak resident set
 only grows and MXNet keeps a memory pool per graph, so in the timing process,
@@ -141,6 +146,9 @@ def _parse(argv):
                         "(to 8 images) whose training worker peaks at or under GIB; beyond "
                         "what this machine holds, a prediction from the fitted line "
                         "(default off)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile every (network, task, variant) in a process of its "
+                        "own: milliseconds per step by operator, the convolutions' share")
     parser.add_argument("--quick", action="store_true",
                         help="tiny smoke run (faceresnet18 at 32x32, batch 2, head 2k classes, "
                         "memory at batch 2)")
@@ -157,6 +165,7 @@ def _parse(argv):
                         "off: AVX-512 only")
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         given = " ".join(sys.argv[1:] if argv is None else argv)
@@ -228,6 +237,30 @@ def format_table(rows, roof_gflops, torch=False, roof_bf16_gflops=None):
     return text
 
 
+def describe_head_bounds(rows, roof_gflops):
+    """Per class count, the head's times against its GEMM bound and its products' floor.
+
+    The bound is the head's FLOP (three ``B x C x E`` products) at the float32
+    roof; ``products`` the same products through MXNet's own
+    ``fully_connected`` forward and backward.  Empty without a ``products`` row.
+    """
+    lines = []
+    for floor in (r for r in rows if r.get("workload") == "head" and r.get("floor")):
+        bound = 6.0 * floor["batch_size"] * floor["num_classes"] * floor["emb_size"] / (
+            roof_gflops * 1e9)
+        fused = [r for r in rows if r.get("workload") == "head" and r["mode"] == "fused"
+                 and r["num_classes"] == floor["num_classes"]]
+        text = (f"head C={floor['num_classes']}: GEMM bound {bound:.3f} s (its FLOP at the "
+                f"float32 roof); products alone (fully_connected fwd+bwd) "
+                f"{floor['step_s']:.3f} s = {floor['step_s'] / bound:.2f}x the bound")
+        if fused:
+            step = fused[0]["step_s"]
+            text += (f"; fused {step:.3f} s = {step / bound:.2f}x the bound, "
+                     f"{step / floor['step_s']:.2f}x the products")
+        lines.append(text)
+    return "\n".join(lines)
+
+
 def format_memory_table(rows):
     """The memory rows (one worker process each) as an aligned text table."""
     head = ["workload", "task", "variant", "peak RSS MiB", "added MiB", "status"]
@@ -294,6 +327,61 @@ def _measure_memory(args):
                          steps=MEMORY_STEPS)
     row["amx"] = amx
     return row
+
+
+def _profile_one(args):
+    """The profile worker: the one (network, task, mode) of ``args``, in this process."""
+    _enable_amx(args)
+    from gluon_face.benchmarks.profile import profile_variant
+
+    return profile_variant(args.networks[0], "embed" if args.no_train else "train",
+                           args.modes[0], batch_size=args.batch_size,
+                           image_size=args.image_size, warmup=max(args.warmup, 1),
+                           steps=args.repeats)
+
+
+def _run_profiles(args):
+    """The profile table: one worker per (network, task, mode)."""
+    if not args.profile:
+        return []
+    jobs = []
+    for name in args.networks:
+        if not args.no_embed:
+            jobs += [(name, "embed", m) for m in args.modes]
+        if not args.no_train:
+            jobs += [(name, "train", m) for m in _train_modes(args)]
+    rows = []
+    for i, (name, task, mode) in enumerate(jobs, 1):
+        argv = ["--networks", name, "--modes", mode, "--batch-size", str(args.batch_size),
+                "--image-size", str(args.image_size), "--repeats", str(args.repeats),
+                "--warmup", str(args.warmup), "--amx", args.amx, "--head-classes", "",
+                "--memory-batches", "", "--profile-worker",
+                "--no-train" if task == "embed" else "--no-embed"]
+        run = run_worker(__spec__.name, argv, capture_stderr=True)
+        if run["result"] is None:
+            raise RuntimeError(f"the profile of {name} {task}/{mode} failed: {run['status']}")
+        rows.append(run["result"]["profile"])
+        r = rows[-1]
+        _log(f"profile {i}/{len(jobs)}: {name} {task}/{mode}: {1e3 * r['step_s']:,.0f} ms "
+             f"per step, convolutions {r['convolution_ms']:,.0f} ms, {run['wall_s']:.0f} s")
+    return rows
+
+
+def format_profile_table(rows, top=4):
+    """The profile rows as an aligned text table: the step, the convolutions, the top others."""
+    head = ["workload", "task", "variant", "step ms", "operators ms", "convolutions ms",
+            "slowest other operators (ms per step)"]
+    lines = []
+    for r in rows:
+        conv = r["convolution_ms"]
+        share = conv / r["operator_ms"] if r["operator_ms"] else 0.0
+        others = [o for o in r["operators"] if not o["convolution"]]
+        lines.append([f"{r['network']} {r['image_size']}px", f"{r['task']} B={r['batch_size']}",
+                      r["mode"], f"{1e3 * r['step_s']:,.0f}", f"{r['operator_ms']:,.0f}",
+                      f"{conv:,.0f} ({100 * share:.0f}%)",
+                      ", ".join(f"{o['operator']} {o['ms_per_step']:,.0f}"
+                                for o in others[:top])])
+    return text_table(head, lines)
 
 
 def _measure(args):
@@ -560,6 +648,14 @@ def main(argv=None):
         if reason:
             print(f"benchmark: error: {reason}", file=sys.stderr)
             return 1
+    if args.worker_out and args.profile_worker:
+        try:
+            row = _profile_one(args)
+        except errors as err:
+            return _error(err)
+        with atomic_open(args.worker_out) as f:
+            json.dump({"profile": row}, f)
+        return 0
     if args.worker_out and args.memory_worker:
         try:
             row = _measure_memory(args)
@@ -597,6 +693,9 @@ def main(argv=None):
     if args.torch_python:
         add_torch_ratios(rows, torch_rows)
     print(format_table(rows, roof, torch=bool(args.torch_python), roof_bf16_gflops=roof_bf16))
+    bounds = describe_head_bounds(rows, roof)
+    if bounds:
+        print(bounds)
     torch_info = torch_parts[0]["info"] if torch_parts else None
     if args.torch_python:
         _print_torch(args, torch_info, torch_rows)
@@ -615,17 +714,23 @@ def main(argv=None):
                   f"({MEMORY_WARMUP} warm-up + {MEMORY_STEPS} steps) peaks at or under "
                   f"{args.max_batch_gib:g} GiB; line fitted to every batch that ran")
             print(format_capacity_table(capacity, args.max_batch_gib))
+        profile = _run_profiles(args)
+        if profile:
+            print(f"\nprofile: one process per row, bulk execution off, {args.repeats} steps "
+                  f"after {max(args.warmup, 1)} warm-up; operator times summed per step "
+                  f"(mx.profiler); convolutions = forward, backward, fused and int8 kinds")
+            print(format_profile_table(profile), flush=True)
     except errors as err:
         return _error(err)
     _merge_memory(rows, memory_rows)
     if args.json:
         result = {"args": {k: v for k, v in vars(args).items()
-                           if k not in ("worker_out", "memory_worker")},
+                           if k not in ("worker_out", "memory_worker", "profile_worker")},
                   "gemm_roof_gflops": roof, "gemm_roof_samples": samples["float32"],
                   "gemm_roof_bf16_gflops": roof_bf16,
                   "gemm_roof_bf16_samples": samples["bfloat16"],
                   "load_average": load[0], "rows": rows, "memory": memory_rows,
-                  "capacity": capacity}
+                  "capacity": capacity, "profile": profile}
         if args.torch_python:
             result["torch"] = {"info": torch_info, "rows": torch_rows,
                                "params": _param_counts(args, torch_rows)}
