@@ -19,7 +19,8 @@ from . import mxnet_compat as compat
 from .fused import inference_graph, load_inference_block
 from .prelu import shared_block, training_graph
 
-__all__ = ["LOW_PRECISION_DTYPES", "bfloat16_dtype", "to_low_precision", "to_bfloat16"]
+__all__ = ["LOW_PRECISION_DTYPES", "bfloat16_dtype", "grouped_convolutions", "to_low_precision",
+           "to_bfloat16"]
 
 #: Low-precision dtypes :func:`to_low_precision` converts to.
 LOW_PRECISION_DTYPES = ("bfloat16", "float16")
@@ -58,6 +59,15 @@ def conditional_fp32_ops(dtype="bfloat16"):
     if not any(name == "LeakyReLU" for name, _, _ in ops):
         ops.append(("LeakyReLU", "act_type", ["prelu"]))
     return ops
+
+
+def grouped_convolutions(sym):
+    """Names of the grouped (``num_group > 1``, e.g. depthwise) convolutions of a legacy symbol."""
+    import json
+
+    return [node["name"] for node in json.loads(sym.tojson())["nodes"]
+            if node["op"] == "Convolution"
+            and int(node.get("attrs", {}).get("num_group", "1")) > 1]
 
 
 @use_np
@@ -119,15 +129,17 @@ def to_low_precision(net, example, dtype="bfloat16", ctx=None, share_params=Fals
     if share_params:
         inputs, legacy, constants = training_graph(net, example, split_prelu)
         data_names = [i.name for i in inputs]
+        excluded = grouped_convolutions(legacy)
     else:
         data_name, legacy, params = inference_graph(net, example)
         data_names, inputs = [data_name], [mx.sym.var(data_name).as_np_ndarray()]
+        excluded = []
     # amp and SymbolBlock warn that they cannot type the (float32) data input.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         converted = amp.convert_symbol(legacy, dtype,
                                        conditional_fp32_ops=conditional_fp32_ops(dtype),
-                                       data_names=data_names)
+                                       excluded_sym_names=excluded, data_names=data_names)
         stored_low = [name for name, attrs in converted.attr_dict().items()
                       if attrs.get("__dtype__", "-1") != "-1"
                       and compat.dtype_from_code(attrs["__dtype__"]) == target]
