@@ -703,23 +703,25 @@ def main(argv=None):
     try:
         memory_rows = _run_memory(args)
         if memory_rows:
-            print(f"\nmemory: one process per row, {MEMORY_WARMUP} warm-up + {MEMORY_STEPS} "
-                  f"steps; peak RSS = the process's VmHWM, added = peak - its RSS before the "
-                  f"model; workers stopped past MemAvailable - {MACHINE_MARGIN_GIB:g} GiB")
-            print(format_memory_table(memory_rows), flush=True)
+            _print_section(f"memory: one process per row, {MEMORY_WARMUP} warm-up + "
+                           f"{MEMORY_STEPS} steps; peak RSS = the process's VmHWM, added = "
+                           f"peak - its RSS before the model; workers stopped past "
+                           f"MemAvailable - {MACHINE_MARGIN_GIB:g} GiB",
+                           format_memory_table(memory_rows))
         capacity = []
         if args.max_batch_gib is not None and args.networks:
             capacity = _run_capacity(args, memory_rows)
-            print(f"\nlargest training batch (to {CAPACITY_STEP} images) whose worker "
-                  f"({MEMORY_WARMUP} warm-up + {MEMORY_STEPS} steps) peaks at or under "
-                  f"{args.max_batch_gib:g} GiB; line fitted to every batch that ran")
-            print(format_capacity_table(capacity, args.max_batch_gib))
+            _print_section(f"largest training batch (to {CAPACITY_STEP} images) whose worker "
+                           f"({MEMORY_WARMUP} warm-up + {MEMORY_STEPS} steps) peaks at or "
+                           f"under {args.max_batch_gib:g} GiB; line fitted to every batch "
+                           f"that ran", format_capacity_table(capacity, args.max_batch_gib))
         profile = _run_profiles(args)
         if profile:
-            print(f"\nprofile: one process per row, bulk execution off, {args.repeats} steps "
-                  f"after {max(args.warmup, 1)} warm-up; operator times summed per step "
-                  f"(mx.profiler); convolutions = forward, backward, fused and int8 kinds")
-            print(format_profile_table(profile), flush=True)
+            _print_section(f"profile: one process per row, bulk execution off, "
+                           f"{args.repeats} steps after {max(args.warmup, 1)} warm-up; "
+                           f"operator times summed per step (mx.profiler); convolutions = "
+                           f"forward, backward, fused and int8 kinds",
+                           format_profile_table(profile))
     except errors as err:
         return _error(err)
     _merge_memory(rows, memory_rows)
@@ -747,6 +749,12 @@ def main(argv=None):
               f"B={r['batch_size']}: {r['status']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_section(caption, table):
+    """A table after a blank line and its one-line caption, flushed (workers follow)."""
+    print(f"\n{caption}")
+    print(table, flush=True)
 
 
 def _error(err):
