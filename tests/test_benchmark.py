@@ -61,11 +61,11 @@ def test_quick_table_is_printed(tmp_path, capsys):
 
 def test_head_bounds_line():
     head = dict(workload="head", batch_size=128, num_classes=100000, emb_size=512)
-    rows = [dict(head, mode="fused", step_s=0.3, floor=False),
-            dict(head, mode="products", step_s=0.15, floor=True),
+    flop = 6 * 128 * 100000 * 512  # 39.3 GFLOP at 393.216 GFLOP/s: a 0.1 s bound
+    rows = [dict(head, mode="fused", step_s=0.3, gflops=flop / 0.3 / 1e9, floor=False),
+            dict(head, mode="products", step_s=0.15, gflops=flop / 0.15 / 1e9, floor=True),
             dict(workload="head", batch_size=128, num_classes=10, emb_size=512,
-                 mode="fused", step_s=1.0, floor=False)]
-    # 6 * 128 * 100000 * 512 FLOP = 39.3 GFLOP at 393.216 GFLOP/s: a 0.1 s bound
+                 mode="fused", step_s=1.0, gflops=1.0, floor=False)]
     text = benchmark.describe_head_bounds(rows, 393.216)
     assert text == ("head C=100000: GEMM bound 0.100 s (its FLOP at the float32 roof); "
                     "products alone (fully_connected fwd+bwd) 0.150 s = 1.50x the bound; "

@@ -113,6 +113,5 @@ def profile_variant(name, task, mode, batch_size=16, image_size=112, warmup=2, s
     return {"network": name, "task": task, "mode": mode, "batch_size": batch_size,
             "image_size": image_size, "steps": steps, "step_s": wall / steps,
             "operators": ops, "operator_ms": sum(r["ms_per_step"] for r in ops),
-            "convolution_ms": sum(r["ms_per_step"] for r in ops
-                                  if r["operator"] in CONVOLUTION_OPERATORS),
+            "convolution_ms": sum(r["ms_per_step"] for r in ops if r["convolution"]),
             "pid": os.getpid()}

@@ -246,8 +246,7 @@ def describe_head_bounds(rows, roof_gflops):
     """
     lines = []
     for floor in (r for r in rows if r.get("workload") == "head" and r.get("floor")):
-        bound = 6.0 * floor["batch_size"] * floor["num_classes"] * floor["emb_size"] / (
-            roof_gflops * 1e9)
+        bound = floor["gflops"] * floor["step_s"] / roof_gflops  # the row's FLOP at the roof
         fused = [r for r in rows if r.get("workload") == "head" and r["mode"] == "fused"
                  and r["num_classes"] == floor["num_classes"]]
         text = (f"head C={floor['num_classes']}: GEMM bound {bound:.3f} s (its FLOP at the "
@@ -344,19 +343,11 @@ def _run_profiles(args):
     """The profile table: one worker per (network, task, mode)."""
     if not args.profile:
         return []
-    jobs = []
-    for name in args.networks:
-        if not args.no_embed:
-            jobs += [(name, "embed", m) for m in args.modes]
-        if not args.no_train:
-            jobs += [(name, "train", m) for m in _train_modes(args)]
+    jobs = _variants(args)
     rows = []
     for i, (name, task, mode) in enumerate(jobs, 1):
-        argv = ["--networks", name, "--modes", mode, "--batch-size", str(args.batch_size),
-                "--image-size", str(args.image_size), "--repeats", str(args.repeats),
-                "--warmup", str(args.warmup), "--amx", args.amx, "--head-classes", "",
-                "--memory-batches", "", "--profile-worker",
-                "--no-train" if task == "embed" else "--no-embed"]
+        argv = _variant_argv(args, name, task, mode, args.batch_size, "--profile-worker",
+                             "--repeats", str(args.repeats), "--warmup", str(args.warmup))
         run = run_worker(__spec__.name, argv, capture_stderr=True)
         if run["result"] is None:
             raise RuntimeError(f"the profile of {name} {task}/{mode} failed: {run['status']}")
@@ -483,10 +474,7 @@ def _machine_limit_gib():
 
 def _memory_run(args, name, task, mode, batch, limit_gib):
     """One memory worker; its memory row (``status`` 'ok' or why not) and the run itself."""
-    argv = ["--networks", name, "--modes", mode, "--batch-size", str(batch),
-            "--image-size", str(args.image_size), "--amx", args.amx, "--head-classes", "",
-            "--memory-batches", "", "--memory-worker",
-            "--no-train" if task == "embed" else "--no-embed"]
+    argv = _variant_argv(args, name, task, mode, batch, "--memory-worker")
     run = run_worker(__spec__.name, argv, max_rss_gib=limit_gib, capture_stderr=True)
     row = {"network": name, "task": task, "mode": mode, "batch_size": batch,
            "image_size": args.image_size}
@@ -500,18 +488,30 @@ def _memory_run(args, name, task, mode, batch, limit_gib):
     return row, run
 
 
+def _variants(args):
+    """``(network, task, mode)`` of every variant measured, in table order."""
+    jobs = []
+    for name in args.networks:
+        if not args.no_embed:
+            jobs += [(name, "embed", m) for m in args.modes]
+        if not args.no_train:
+            jobs += [(name, "train", m) for m in _train_modes(args)]
+    return jobs
+
+
+def _variant_argv(args, name, task, mode, batch, *extra):
+    """The arguments of a worker that measures one variant at ``batch`` (and ``extra``)."""
+    return ["--networks", name, "--modes", mode, "--batch-size", str(batch),
+            "--image-size", str(args.image_size), "--amx", args.amx, "--head-classes", "",
+            "--memory-batches", "", "--no-train" if task == "embed" else "--no-embed", *extra]
+
+
 def _memory_jobs(args):
     """``(network, task, mode, batch)`` of every memory row, in table order."""
     if not args.memory_batches:
         return []
-    train_modes = _train_modes(args)
-    jobs = []
-    for name in args.networks:
-        if not args.no_embed:
-            jobs += [(name, "embed", m, args.memory_batches[0]) for m in args.modes]
-        if not args.no_train:
-            jobs += [(name, "train", m, b) for m in train_modes for b in args.memory_batches]
-    return jobs
+    return [(name, task, mode, b) for name, task, mode in _variants(args)
+            for b in (args.memory_batches[:1] if task == "embed" else args.memory_batches)]
 
 
 def _run_memory(args):

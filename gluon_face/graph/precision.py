@@ -10,6 +10,7 @@ it in mixed precision (bfloat16 on the CPU, float16 on a GPU).
 Note ``Symbol.tojson()`` hides ``amp_cast`` nodes unless called with
 ``remove_amp_cast=False``.
 """
+import json
 import warnings
 
 import numpy as onp
@@ -63,8 +64,6 @@ def conditional_fp32_ops(dtype="bfloat16"):
 
 def grouped_convolutions(sym):
     """Names of the grouped (``num_group > 1``, e.g. depthwise) convolutions of a legacy symbol."""
-    import json
-
     return [node["name"] for node in json.loads(sym.tojson())["nodes"]
             if node["op"] == "Convolution"
             and int(node.get("attrs", {}).get("num_group", "1")) > 1]

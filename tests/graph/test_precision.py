@@ -32,8 +32,6 @@ def test_other_dtypes_are_refused():
 
 
 def test_grouped_convolutions_are_found_by_name():
-    import mxnet as mx
-
     x = mx.sym.var("data")
     dense = mx.sym.Convolution(x, kernel=(3, 3), num_filter=8, name="dense")
     depthwise = mx.sym.Convolution(dense, kernel=(3, 3), num_filter=8, num_group=8,
