@@ -44,7 +44,10 @@ extras_require = {
     # onnxruntime checks that the exported graph gives MXNet's embeddings.
     "onnx": ["onnx<1.18", "onnxruntime"],
 }
-extras_require["test"] = ["pytest", "ruff"] + extras_require["book"] + extras_require["onnx"]
+# pytest-timeout: a test that hangs fails after the limit set in pyproject.toml, with
+# its stack, instead of holding the whole run until CI gives up on it.
+extras_require["test"] = (["pytest", "pytest-timeout", "ruff"] + extras_require["book"]
+                          + extras_require["onnx"])
 
 # Each command runs what tools/<name>.py runs, through gluon_face.commands._entry: one line
 # and exit 2 when MXNet cannot be imported, else the command's run() (SIGTERM and Ctrl-C

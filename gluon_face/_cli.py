@@ -167,12 +167,15 @@ def install_stop_signals():
 
     SIGINT too, because Python leaves it ignored when it was inherited ignored (a
     background job of a non-interactive shell).  A no-op outside the main thread.
+    Processes forked later (data-loader workers) die of SIGTERM as usual.
     """
     import signal
     import threading
 
+    from ._signals import owned_handler
+
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGTERM, owned_handler(_raise_terminated))
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 

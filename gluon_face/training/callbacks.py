@@ -45,6 +45,7 @@ import threading
 
 import numpy as onp
 
+from .._signals import owned_handler
 from .checkpoint import copy_checkpoint
 from .config import ConfigError
 from .run_folder import history_columns
@@ -552,7 +553,10 @@ class _StopFlag:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        # owned: a data-loader worker forked during the run must still die of the
+        # SIGTERM its pool ends it with
+        handle = owned_handler(self._handle)
+        self._previous = {s: signal.signal(s, handle) for s in self.SIGNALS}
         try:
             yield self
         finally:
