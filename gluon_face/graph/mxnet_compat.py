@@ -44,6 +44,11 @@ Trainer and optimizer
                                    and ``_index_update_count``: the hooks every
                                    built-in optimizer's ``update`` starts with.
 
+Data loading
+    :func:`close_data_loader`      ``DataLoader._worker_pool``: the loader's
+                                   ``multiprocessing`` (thread) pool, None without
+                                   workers.
+
 Graph passes
     :func:`dtype_from_code`        ``mxnet.ndarray.ndarray._DTYPE_MX_TO_NP``: the
                                    ``__dtype__`` attribute codes of a symbol.
@@ -208,6 +213,22 @@ def ensure_trainer_initialized(trainer):
         trainer._init_params()
         return True
     return False
+
+
+def close_data_loader(loader):
+    """End a ``gluon.data.DataLoader``'s worker threads or processes and wait for them.
+
+    The loader keeps its pool in ``_worker_pool`` and only terminates it (from
+    ``__del__``, or when a batch fails).  ``terminate`` does not wait for the
+    threads of a thread pool (``thread_pool=True``): one still decoding a prefetched
+    batch when Python exits is stopped inside the image decoder's C++ frames, and
+    the process aborts ('terminate called without an active exception', exit 134).
+    Harmless for a loader without workers and when called again.
+    """
+    pool = getattr(loader, "_worker_pool", None)
+    if pool is not None:
+        pool.terminate()
+        pool.join()
 
 
 def update_counts(optimizer):

@@ -719,27 +719,38 @@ class FaceTrainer:
     def _loop(self, run):
         """The steps from ``self.step`` to ``run.end_step``, each followed by the callbacks."""
         dataset = FlipDataset(self.dataset, self.transform)
-        spe, verbose = self.steps_per_epoch, self.config.verbose
         while self.step < run.end_step:
             self._call("on_epoch_begin", self.epoch_of(self.step))
-            ready = time.time()
-            for data, label in self._epoch_loader(dataset):
-                loss = self.train_step(data, label)
-                step = self.step
-                info = StepInfo(step=step, epoch=self.epoch_of(step - 1), loss=loss,
-                                seconds=time.time() - ready, epoch_end=step % spe == 0,
-                                evaluate=step % spe == 0 or bool(verbose and step % verbose == 0),
-                                last=step == run.end_step)
-                run.first_loss = loss if run.first_loss is None else run.first_loss
-                run.last_loss = loss
-                self._call("on_step_end", info)
-                if info.epoch_end:
-                    self._call("on_epoch_end", info.epoch)
-                if self._stop is not None or step >= run.end_step:
-                    break
-                ready = time.time()
+            loader = self._epoch_loader(dataset)
+            try:
+                self._epoch_steps(run, loader)
+            finally:
+                # its decoding threads or processes end here, not at some later
+                # garbage collection: one still decoding when the program exits
+                # aborts it (exit 134)
+                mxnet_compat.close_data_loader(loader)
             if self._stop is not None:
                 break
+
+    def _epoch_steps(self, run, loader):
+        """The steps of one epoch's ``loader``, until it ends, a stop or ``run.end_step``."""
+        spe, verbose = self.steps_per_epoch, self.config.verbose
+        ready = time.time()
+        for data, label in loader:
+            loss = self.train_step(data, label)
+            step = self.step
+            info = StepInfo(step=step, epoch=self.epoch_of(step - 1), loss=loss,
+                            seconds=time.time() - ready, epoch_end=step % spe == 0,
+                            evaluate=step % spe == 0 or bool(verbose and step % verbose == 0),
+                            last=step == run.end_step)
+            run.first_loss = loss if run.first_loss is None else run.first_loss
+            run.last_loss = loss
+            self._call("on_step_end", info)
+            if info.epoch_end:
+                self._call("on_epoch_end", info.epoch)
+            if self._stop is not None or step >= run.end_step:
+                break
+            ready = time.time()
 
     def _epoch_loader(self, dataset):
         """The batches of the current epoch from ``self.step`` on (this worker's share)."""

@@ -1,6 +1,8 @@
 """The training loop on a tiny 4-identity set with a 4-channel FaceResNet-18."""
 import math
 import os
+import threading
+import time
 
 import mxnet as mx
 import numpy as onp
@@ -117,6 +119,30 @@ def test_dataloader_workers_do_not_change_the_batches(make_config, tmp_path):
                                           num_workers=workers)).fit()
         losses.append((summary["first_loss"], summary["last_loss"]))
     onp.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+
+
+def test_a_failing_batch_leaves_no_decoding_thread_behind(make_config, tmp_path, monkeypatch):
+    # The background decoder is busy with the next batch when a corrupt record
+    # ends the run; a thread left decoding when Python exits aborts the process
+    # (exit 134), so fit must wait for it before it raises.
+    from gluon_face.data import RecordFormatError
+    from gluon_face.training.loader import FlipDataset
+
+    from .conftest import make_tiny_data
+
+    get = FlipDataset.__getitem__
+
+    def slow_get(self, i):
+        time.sleep(0.05)
+        return get(self, i)
+
+    monkeypatch.setattr(FlipDataset, "__getitem__", slow_get)
+    data = make_tiny_data(str(tmp_path / "data"), corrupt=17)
+    before = set(threading.enumerate())
+    with pytest.raises(RecordFormatError, match="record 18"):
+        FaceTrainer(make_config(data_dir=data, output=str(tmp_path / "out"))).fit()
+    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert left == []
 
 
 def test_resume_rejects_another_network_or_class_count(make_config, tmp_path, tiny_data_5):
