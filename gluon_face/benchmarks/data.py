@@ -116,6 +116,8 @@ def benchmark_loader(rec_path, num_workers=0, batch_size=64, num_images=None,
     """
     from mxnet import gluon
 
+    from ..graph import mxnet_compat
+
     ds = FaceRecordDataset(rec_path)
     if len(ds) == 0:
         raise ValueError("%s: no images" % ds.rec_path)
@@ -129,14 +131,16 @@ def benchmark_loader(rec_path, num_workers=0, batch_size=64, num_images=None,
     loader = gluon.data.DataLoader(data, batch_sampler=batch_sampler, num_workers=num_workers)
     images = 0
     start = time.perf_counter() if warmup_batches <= 0 else None
-    for b, (x, _) in enumerate(loader):
-        x.wait_to_read()
-        if b < warmup_batches:
-            if b + 1 == warmup_batches:
-                start = time.perf_counter()
-            continue
-        images += x.shape[0]
-    seconds = time.perf_counter() - start
-    del loader
+    try:
+        for b, (x, _) in enumerate(loader):
+            x.wait_to_read()
+            if b < warmup_batches:
+                if b + 1 == warmup_batches:
+                    start = time.perf_counter()
+                continue
+            images += x.shape[0]
+        seconds = time.perf_counter() - start
+    finally:
+        mxnet_compat.close_data_loader(loader)
     return {"num_workers": int(num_workers), "images": images, "seconds": seconds,
             "images_per_s": images / seconds if seconds > 0 else float("inf")}
