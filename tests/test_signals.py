@@ -4,8 +4,6 @@ MXNet's DataLoader forks its workers while the trainer's SIGTERM handler is in
 place and ends them with SIGTERM; a worker that ran the handler instead of dying
 left the pool's join (and the run) waiting forever.
 """
-import contextlib
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -15,47 +13,57 @@ import time
 
 import pytest
 
-from gluon_face._cli import install_stop_signals
 from gluon_face._signals import owned_handler
 
 
-@contextlib.contextmanager
-def _cli_handlers():
-    install_stop_signals()
-    yield
-
-
-def _stop_flag():
-    from gluon_face.training.callbacks import _StopFlag
-    return _StopFlag().installed()
-
-
-def _sleep():
-    time.sleep(60)
+def _run_script(script, what):
+    # In a process of its own: forking this one after MXNet work could wait on
+    # MXNet's engine, and a hang fails the test by its timeout instead.
+    try:
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
+                             capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} did not end within 120 s")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
 
 
 @pytest.fixture
 def restore_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
 
 
-@pytest.mark.parametrize("install", [_cli_handlers, _stop_flag], ids=["tools", "trainer"])
-def test_a_forked_child_dies_of_sigterm(install, restore_handlers):
-    with install():
-        child = multiprocessing.get_context("fork").Process(target=_sleep, daemon=True)
+INSTALL = {
+    "tools": "from gluon_face._cli import install_stop_signals as install\n",
+    "trainer": ("from gluon_face.training.callbacks import _StopFlag\n"
+                "installed = _StopFlag().installed()  # kept: its exit restores\n"
+                "install = installed.__enter__\n"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INSTALL))
+def test_a_forked_child_dies_of_sigterm(kind):
+    script = INSTALL[kind] + textwrap.dedent("""
+        import multiprocessing, time
+        install()
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,),
+                                                            daemon=True)
         child.start()
         time.sleep(0.2)  # let the child reach its sleep
         child.terminate()
         child.join(20)
-        alive = child.is_alive()
-        if alive:
+        if child.is_alive():
             child.kill()
             child.join()
-    assert not alive, "the child ran the parent's SIGTERM handler and lived on"
-    assert child.exitcode == -signal.SIGTERM
+            print("survived")
+        else:
+            print(child.exitcode)
+    """)
+    assert _run_script(script, "the forked child") == str(-signal.SIGTERM), \
+        "the child ran the parent's SIGTERM handler and lived on"
 
 
 def test_the_owner_still_runs_its_handler(restore_handlers):
@@ -72,7 +80,7 @@ def test_the_owner_still_runs_its_handler(restore_handlers):
 def test_a_worker_pool_ends_while_the_trainer_handles_sigterm():
     # Busy workers at the break: the case that hung. In a process of its own, so
     # a hang fails the test by its timeout instead of stopping the suite.
-    script = textwrap.dedent("""
+    script = """
         import gc, time
         import numpy as np
         from mxnet import gluon
@@ -94,11 +102,5 @@ def test_a_worker_pool_ends_while_the_trainer_handles_sigterm():
                 del batch, loader
                 gc.collect()
         print("ended")
-    """)
-    try:
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             timeout=120)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the DataLoader's worker pool did not end within 120 s")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "ended"
+    """
+    assert _run_script(script, "the DataLoader's worker pool") == "ended"

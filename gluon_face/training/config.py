@@ -77,7 +77,7 @@ class TrainConfig:
               "verification also reports TAR at FAR over all its pairs and rank-1 "
               "identification (default: dataset.json's 'identification' entry of data_dir; "
               "'none' turns it off)")
-    num_workers: int = _opt(0, "DataLoader worker processes (0: decode in one background "
+    num_workers: int = _opt(0, "image-decoding worker processes (0: decode in one background "
                                "thread of the training process)")
     # ---------------------------------------------------------------- model
     network: str = _opt("faceresnet10-demo", "backbone name (gluon_face.model_zoo.list_models())")

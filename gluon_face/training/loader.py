@@ -14,9 +14,13 @@ part has the same number of batches (extra images are dropped), so that
 dropped too: every step has the same batch shape (a hybridized graph keeps one
 shape) and divides evenly over the devices.
 """
+import signal
+import sys
+import time
+
 import numpy as onp
 
-__all__ = ["EpochBatches", "FlipDataset", "batches_per_epoch"]
+__all__ = ["EpochBatches", "FlipDataset", "WorkerBatches", "batches_per_epoch"]
 
 
 def batches_per_epoch(num_images, batch_size, num_parts=1):
@@ -105,3 +109,144 @@ class EpochBatches:
 
     def __len__(self):
         return max(0, self.num_batches - self.start)
+
+
+class WorkerBatches:
+    """Batches made by ``num_workers`` forked processes, in the order given.
+
+    Takes the place of ``gluon.data.DataLoader(num_workers > 0)`` in training,
+    because that loader's ``multiprocessing.Pool`` cannot always be shut down: a
+    worker killed while it holds the pool's shared queue lock (a scheduler's
+    SIGTERM to the whole job reaches the workers too) leaves ``Pool.terminate``
+    waiting for that lock forever.  Here every worker has pipes of its own, so
+    nothing is shared; workers ignore SIGINT and SIGTERM (the training process
+    decides when to stop, and keeps getting batches until it does), and
+    :meth:`close` ends them with SIGKILL.  A worker that raises passes its error
+    on; one that dies ends the iteration with an error naming it.
+
+    Parameters
+    ----------
+    dataset : sequence
+        Indexable by the entries of ``batches``; picklable is not required (workers
+        are forked), but each worker must be able to read it on its own (e.g.
+        :class:`~gluon_face.data.FaceRecordDataset` reopens its file per process).
+    batches : iterable of list of int
+        The indices of each batch (e.g. :class:`EpochBatches`).
+    batchify : callable
+        ``batchify([dataset[i] for i in batch])`` runs in the worker; its result is
+        pickled back.
+    num_workers : int
+        Worker processes, at least 1; batch ``k`` is made by worker ``k % num_workers``.
+    prefetch : int, default 2
+        Batches each worker may have in hand ahead of the one being read.
+    timeout : float, default 600
+        Seconds to wait for one batch before :class:`TimeoutError`.
+    """
+
+    def __init__(self, dataset, batches, batchify, num_workers, prefetch=2, timeout=600.0):
+        import multiprocessing
+
+        if int(num_workers) < 1:
+            raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+        self._batches = [list(b) for b in batches]
+        self._ahead = max(1, int(prefetch)) * int(num_workers)
+        self._timeout = float(timeout)
+        self._workers = []
+        context = multiprocessing.get_context("fork")
+        # MXNet stops its engine before a fork and waits for it; an operator still
+        # queued that runs Python (a custom operator) would wait for the interpreter
+        # lock the forking thread holds, and the fork would never return
+        mx = sys.modules.get("mxnet")
+        if mx is not None:
+            mx.nd.waitall()
+        # Signals that arrive while a worker is being forked wait until it ignores
+        # them (the child) or the parent is done forking (the parent handles them).
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        try:
+            for _ in range(int(num_workers)):
+                tasks_out, tasks_in = context.Pipe(duplex=False)
+                results_out, results_in = context.Pipe(duplex=False)
+                proc = context.Process(target=_make_batches, daemon=True,
+                                       args=(dataset, batchify, tasks_out, results_in, mask))
+                proc.start()
+                tasks_out.close()
+                results_in.close()
+                self._workers.append((proc, tasks_in, results_out))
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def __len__(self):
+        return len(self._batches)
+
+    def __iter__(self):
+        n, sent = len(self._workers), 0
+        for k in range(len(self._batches)):
+            while sent < len(self._batches) and sent < k + self._ahead:
+                self._workers[sent % n][1].send(self._batches[sent])
+                sent += 1
+            yield self._receive(k % n)
+
+    def _receive(self, w):
+        proc, _, results = self._workers[w]
+        deadline = time.monotonic() + self._timeout
+        while not results.poll(0.5):
+            if not proc.is_alive():
+                raise RuntimeError(f"data worker {w} (pid {proc.pid}) ended with exit code "
+                                   f"{proc.exitcode} before its batch was ready")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"data worker {w} (pid {proc.pid}) made no batch in "
+                                   f"{self._timeout:g} s")
+        try:
+            ok, value = results.recv()
+        except EOFError:
+            raise RuntimeError(f"data worker {w} (pid {proc.pid}) ended with exit code "
+                               f"{proc.exitcode} before its batch was ready") from None
+        if not ok:
+            raise value
+        return value
+
+    def close(self):
+        """End every worker (SIGKILL) and wait for it; harmless when called again."""
+        workers, self._workers = self._workers, []
+        for proc, _, _ in workers:
+            if proc.is_alive():
+                proc.kill()
+        for proc, tasks, results in workers:
+            proc.join()
+            tasks.close()
+            results.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _make_batches(dataset, batchify, tasks, results, mask):
+    """A :class:`WorkerBatches` worker: index lists in, ``(ok, batch or error)`` out."""
+    import pickle
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    while True:
+        try:
+            indices = tasks.recv()
+        except (EOFError, OSError):  # the training process is gone
+            return
+        try:
+            out = (True, batchify([dataset[i] for i in indices]))
+        except Exception as err:  # passed on, raised where the batch is read
+            out = (False, err)
+        try:
+            try:
+                results.send(out)
+            except (pickle.PicklingError, TypeError, AttributeError):  # an unpicklable error
+                results.send((False, RuntimeError(f"{type(out[1]).__name__}: {out[1]}")))
+        except (BrokenPipeError, OSError):
+            return

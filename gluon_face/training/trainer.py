@@ -84,7 +84,7 @@ from .checkpoint import (
     upgrade_legacy_states,
 )
 from .config import ConfigError, TrainConfig
-from .loader import EpochBatches, FlipDataset, batches_per_epoch
+from .loader import EpochBatches, FlipDataset, WorkerBatches, batches_per_epoch
 from .optim import build_lr_scheduler, build_optimizer
 from .run_folder import (
     METRICS_CSV,
@@ -728,7 +728,10 @@ class FaceTrainer:
                 # its decoding threads or processes end here, not at some later
                 # garbage collection: one still decoding when the program exits
                 # aborts it (exit 134)
-                mxnet_compat.close_data_loader(loader)
+                if isinstance(loader, WorkerBatches):
+                    loader.close()
+                else:
+                    mxnet_compat.close_data_loader(loader)
             if self._stop is not None:
                 break
 
@@ -761,11 +764,12 @@ class FaceTrainer:
         sampler = EpochBatches(len(self.dataset), cfg.batch_size, epoch, seed=cfg.seed,
                                flip=cfg.flip, start=self.step - epoch * self.steps_per_epoch,
                                part=self.rank, num_parts=self.num_workers)
-        # num_workers=0: decode in one background thread, overlapped with
-        # the step (the decoders release the GIL); else worker processes
+        if cfg.num_workers:
+            return WorkerBatches(dataset, sampler, _batchify, cfg.num_workers)
+        # no workers: decode in one background thread, overlapped with the step
+        # (the decoders release the GIL)
         return gluon.data.DataLoader(dataset, batch_sampler=sampler, batchify_fn=_batchify,
-                                     num_workers=cfg.num_workers or 1,
-                                     thread_pool=not cfg.num_workers)
+                                     num_workers=1, thread_pool=True)
 
     def _call(self, hook, arg):
         for callback in self.callbacks:

@@ -211,19 +211,25 @@ def test_a_failing_resume_exits_the_same_way_every_time(run_copy, data_dir, tmp_
     assert codes == [2] * 10
 
 
-def test_sigterm_saves_at_a_step_boundary_and_exits_143(data_dir, tmp_path, stray_temps):
+@pytest.mark.parametrize("job", [False, True], ids=["process", "job-with-data-workers"])
+def test_sigterm_saves_at_a_step_boundary_and_exits_143(job, data_dir, tmp_path, stray_temps):
+    # job: SIGTERM to the whole process group, as a scheduler stopping the job sends
+    # it, with two data-worker processes in the group
     out = tmp_path / "term"
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"),
-           *_args(data_dir, out, "--epochs", "500")]
+           *_args(data_dir, out, "--epochs", "500", *(["--num-workers", "2"] if job else []))]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=job)
     deadline = time.time() + 120
     log = out / "train.log"
     while time.time() < deadline:
         if log.is_file() and log.read_text().count("samples/s") >= 3:
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    if job:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-2000:]
     assert "terminated at step" in stderr and "--resume" in stderr
@@ -231,6 +237,9 @@ def test_sigterm_saves_at_a_step_boundary_and_exits_143(data_dir, tmp_path, stra
 
     assert load_checkpoint_state(str(out))["step"] >= 3
     assert stray_temps(tmp_path) == []
+    if job:  # no worker left behind
+        with pytest.raises(ProcessLookupError):
+            os.killpg(proc.pid, 0)
 
 
 def test_stale_temp_folders_of_a_killed_save_are_removed(run_copy, data_dir, run_tool,

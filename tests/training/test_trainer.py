@@ -145,6 +145,20 @@ def test_a_failing_batch_leaves_no_decoding_thread_behind(make_config, tmp_path,
     assert left == []
 
 
+def test_a_failing_batch_from_a_worker_process_names_the_record(make_config, tmp_path):
+    import multiprocessing
+
+    from gluon_face.data import RecordFormatError
+
+    from .conftest import make_tiny_data
+
+    data = make_tiny_data(str(tmp_path / "data"), corrupt=17)
+    with pytest.raises(RecordFormatError, match="record 18"):
+        FaceTrainer(make_config(data_dir=data, output=str(tmp_path / "out"),
+                                num_workers=2)).fit()
+    assert multiprocessing.active_children() == []
+
+
 def test_resume_rejects_another_network_or_class_count(make_config, tmp_path, tiny_data_5):
     out = str(tmp_path / "ckpt")
     FaceTrainer(make_config(output=out, max_steps=1)).fit()
