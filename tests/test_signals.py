@@ -28,14 +28,6 @@ def _run_script(script, what):
     return out.stdout.strip()
 
 
-@pytest.fixture
-def restore_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-
-
 INSTALL = {
     "tools": "from gluon_face._cli import install_stop_signals as install\n",
     "trainer": ("from gluon_face.training.callbacks import _StopFlag\n"
@@ -66,20 +58,20 @@ def test_a_forked_child_dies_of_sigterm(kind):
         "the child ran the parent's SIGTERM handler and lived on"
 
 
-def test_the_owner_still_runs_its_handler(restore_handlers):
+def test_the_owner_still_runs_its_handler():
     seen = []
-    signal.signal(signal.SIGUSR1, owned_handler(lambda signum, frame: seen.append(signum)))
+    previous = signal.signal(signal.SIGUSR1,
+                             owned_handler(lambda signum, frame: seen.append(signum)))
     try:
         os.kill(os.getpid(), signal.SIGUSR1)
         time.sleep(0.05)  # the handler runs between bytecodes
     finally:
-        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, previous)
     assert seen == [signal.SIGUSR1]
 
 
 def test_a_worker_pool_ends_while_the_trainer_handles_sigterm():
-    # Busy workers at the break: the case that hung. In a process of its own, so
-    # a hang fails the test by its timeout instead of stopping the suite.
+    # Busy workers at the break: the case that hung.
     script = """
         import gc, time
         import numpy as np

@@ -193,18 +193,20 @@ class WorkerBatches:
     def _receive(self, w):
         proc, _, results = self._workers[w]
         deadline = time.monotonic() + self._timeout
+        def ended():
+            return RuntimeError(f"data worker {w} (pid {proc.pid}) ended with exit code "
+                                f"{proc.exitcode} before its batch was ready")
+
         while not results.poll(0.5):
             if not proc.is_alive():
-                raise RuntimeError(f"data worker {w} (pid {proc.pid}) ended with exit code "
-                                   f"{proc.exitcode} before its batch was ready")
+                raise ended()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"data worker {w} (pid {proc.pid}) made no batch in "
                                    f"{self._timeout:g} s")
         try:
             ok, value = results.recv()
         except EOFError:
-            raise RuntimeError(f"data worker {w} (pid {proc.pid}) ended with exit code "
-                               f"{proc.exitcode} before its batch was ready") from None
+            raise ended() from None
         if not ok:
             raise value
         return value

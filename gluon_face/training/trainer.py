@@ -46,6 +46,7 @@ user's own callbacks (``FaceTrainer(..., callbacks=[...])``) run after them.
 Library code never prints: progress goes to a :mod:`logging` logger
 (``gluon_face.training`` unless one is passed) that the tool configures.
 """
+import functools
 import logging
 import math
 import os
@@ -721,17 +722,14 @@ class FaceTrainer:
         dataset = FlipDataset(self.dataset, self.transform)
         while self.step < run.end_step:
             self._call("on_epoch_begin", self.epoch_of(self.step))
-            loader = self._epoch_loader(dataset)
+            loader, close = self._epoch_loader(dataset)
             try:
                 self._epoch_steps(run, loader)
             finally:
                 # its decoding threads or processes end here, not at some later
                 # garbage collection: one still decoding when the program exits
                 # aborts it (exit 134)
-                if isinstance(loader, WorkerBatches):
-                    loader.close()
-                else:
-                    mxnet_compat.close_data_loader(loader)
+                close()
             if self._stop is not None:
                 break
 
@@ -756,7 +754,9 @@ class FaceTrainer:
             ready = time.time()
 
     def _epoch_loader(self, dataset):
-        """The batches of the current epoch from ``self.step`` on (this worker's share)."""
+        """``(batches, close)``: the batches of the current epoch from ``self.step`` on
+        (this worker's share), and the function that ends their decoding threads or
+        processes."""
         from mxnet import gluon
 
         cfg = self.config
@@ -765,11 +765,13 @@ class FaceTrainer:
                                flip=cfg.flip, start=self.step - epoch * self.steps_per_epoch,
                                part=self.rank, num_parts=self.num_workers)
         if cfg.num_workers:
-            return WorkerBatches(dataset, sampler, _batchify, cfg.num_workers)
+            loader = WorkerBatches(dataset, sampler, _batchify, cfg.num_workers)
+            return loader, loader.close
         # no workers: decode in one background thread, overlapped with the step
         # (the decoders release the GIL)
-        return gluon.data.DataLoader(dataset, batch_sampler=sampler, batchify_fn=_batchify,
-                                     num_workers=1, thread_pool=True)
+        loader = gluon.data.DataLoader(dataset, batch_sampler=sampler, batchify_fn=_batchify,
+                                       num_workers=1, thread_pool=True)
+        return loader, functools.partial(mxnet_compat.close_data_loader, loader)
 
     def _call(self, hook, arg):
         for callback in self.callbacks:
